@@ -1,0 +1,43 @@
+// Package queue holds the types shared by the mediator's transport queue
+// implementations (queuepg, memstore) and their consumers (mediator, pickup).
+package queue
+
+import (
+	"errors"
+	"time"
+)
+
+// ErrUnknownRecipient is returned when a forward names a key that no granted
+// mediation has registered.
+var ErrUnknownRecipient = errors.New("queue: no mediation registered for recipient key")
+
+// Message is one packed DIDComm envelope waiting for its recipient.
+type Message struct {
+	ID           string    // UUID; goes on the wire as the attachment @id
+	ConnectionID string    // the mediation connection that owns the message
+	RecipientKey string    // base58 Ed25519 verkey the message was forwarded to
+	Payload      []byte    // the packed envelope (JSON object)
+	ReceivedAt   time.Time // when it was queued
+	Attempts     int       // how many times it has been handed out
+}
+
+// Filter selects a connection's messages, optionally only those for one key.
+type Filter struct {
+	ConnectionID string
+	RecipientKey string // base58; empty means every key of the connection
+}
+
+// Holder identifies who has claimed a message: the instance and the session
+// (socket or HTTP request) it was handed to.
+type Holder struct {
+	Instance string
+	Session  string
+}
+
+// Stats describes the pending (claimable) messages matching a Filter.
+type Stats struct {
+	Count      int
+	TotalBytes int64
+	Oldest     time.Time // zero when Count is 0
+	Newest     time.Time // zero when Count is 0
+}
