@@ -1,0 +1,23 @@
+package pickup
+
+import (
+	"context"
+
+	"github.com/openmediator/mediator/queue"
+)
+
+// Queue is what message pickup needs of the transport queue.
+type Queue interface {
+	// Stats describes the claimable messages (pending, or in flight with an
+	// expired lease) matching f.
+	Stats(ctx context.Context, f queue.Filter) (queue.Stats, error)
+	// Claim hands out up to limit claimable messages matching f, oldest
+	// first, marking them in flight for h until the queue's lease runs out.
+	// Concurrent claims never return the same message.
+	Claim(ctx context.Context, f queue.Filter, limit int, h queue.Holder) ([]queue.Message, error)
+	// Ack deletes the connection's messages with these ids (ids that are not
+	// UUIDs or not the connection's are ignored) and returns how many went.
+	Ack(ctx context.Context, connectionID string, ids []string) (int, error)
+	// Release puts claimed messages back to pending (e.g. a write failed).
+	Release(ctx context.Context, connectionID string, ids []string) error
+}
