@@ -1,0 +1,187 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/openmediator/mediator/internal/pgdb"
+	"github.com/openmediator/mediator/keyring"
+	"github.com/openmediator/mediator/mediator"
+	"github.com/openmediator/mediator/memstore"
+	"github.com/openmediator/mediator/pickup"
+	"github.com/openmediator/mediator/queuepg"
+	"github.com/openmediator/mediator/storepg"
+)
+
+// Flags shared by the commands that need the mediator's identity.
+var (
+	flagListen = &cli.StringFlag{
+		Name: "listen", Value: "127.0.0.1:8080", EnvVars: []string{"MEDIATOR_LISTEN"},
+		Usage: "`HOST:PORT` serving DIDComm over HTTP POST and WebSocket",
+	}
+	flagEndpoint = &cli.StringSliceFlag{
+		Name: "endpoint", EnvVars: []string{"MEDIATOR_ENDPOINT"},
+		Usage: "`URL` wallets use to reach this mediator, repeatable: the http(s) one first, then the ws(s) one (default: http:// and ws:// on --listen)",
+	}
+	flagDatabaseURL = &cli.StringFlag{
+		Name: "database-url", EnvVars: []string{"MEDIATOR_DATABASE_URL"},
+		Usage: "PostgreSQL `URL`, e.g. postgres://user:pass@host:5432/mediator (created if missing); empty: in-memory, nothing survives a restart",
+	}
+	flagMasterKey = &cli.StringFlag{
+		Name: "master-key", EnvVars: []string{"MEDIATOR_MASTER_KEY"},
+		Usage: "`KEY` sealing the mediator's private keys at rest: 32 bytes as 64 hex characters or base64 (openssl rand -hex 32); required with a database and the same on every instance",
+	}
+	flagLogFormat = &cli.StringFlag{
+		Name: "log-format", Value: "text", EnvVars: []string{"MEDIATOR_LOG_FORMAT"},
+		Usage: "log `FORMAT`: text or json",
+	}
+	flagLogLevel = &cli.StringFlag{
+		Name: "log-level", Value: "info", EnvVars: []string{"MEDIATOR_LOG_LEVEL"},
+		Usage: "log `LEVEL`: debug, info, warn or error",
+	}
+	flagLabel = &cli.StringFlag{
+		Name: "label", Value: "Mediator", EnvVars: []string{"MEDIATOR_LABEL"},
+		Usage: "`LABEL` shown to wallets in the invitation",
+	}
+)
+
+func identityFlags() []cli.Flag {
+	return []cli.Flag{flagListen, flagEndpoint, flagDatabaseURL, flagMasterKey, flagLabel, flagLogFormat, flagLogLevel}
+}
+
+func newLogger(c *cli.Context) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.String(flagLogLevel.Name))); err != nil {
+		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", c.String(flagLogLevel.Name))
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch c.String(flagLogFormat.Name) {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	default:
+		return nil, fmt.Errorf("--log-format %q: use text or json", c.String(flagLogFormat.Name))
+	}
+}
+
+// endpoints returns the configured endpoints, or http:// and ws:// URLs on
+// the listen address. Each must be an absolute http(s) or ws(s) URL.
+func endpoints(c *cli.Context) ([]string, error) {
+	var eps []string
+	for _, e := range c.StringSlice(flagEndpoint.Name) {
+		for _, part := range strings.Split(e, ",") {
+			if part = strings.TrimSpace(part); part != "" {
+				eps = append(eps, part)
+			}
+		}
+	}
+	if len(eps) == 0 {
+		host, port, err := net.SplitHostPort(c.String(flagListen.Name))
+		if err != nil {
+			return nil, fmt.Errorf("--listen %q: %w", c.String(flagListen.Name), err)
+		}
+		if host == "" || host == "0.0.0.0" || host == "::" {
+			host = "127.0.0.1"
+		}
+		hp := net.JoinHostPort(host, port)
+		return []string{"http://" + hp, "ws://" + hp}, nil
+	}
+	hasHTTP := false
+	for _, e := range eps {
+		u, err := url.Parse(e)
+		if err != nil || u.Host == "" {
+			return nil, fmt.Errorf("--endpoint %q: not an absolute URL", e)
+		}
+		switch u.Scheme {
+		case "http", "https":
+			hasHTTP = true
+		case "ws", "wss":
+		default:
+			return nil, fmt.Errorf("--endpoint %q: scheme must be http, https, ws or wss", e)
+		}
+	}
+	if !hasHTTP {
+		return nil, fmt.Errorf("--endpoint: give at least one http(s) URL (wallets and senders POST to it)")
+	}
+	return eps, nil
+}
+
+// stores is the persistence the mediator runs on.
+type stores struct {
+	store mediator.Store
+	queue interface {
+		mediator.Queue
+		pickup.Queue
+	}
+	keys    *keyring.Keyring
+	close   func()
+	durable bool
+}
+
+// queueLease is how long a handed-out message waits for its acknowledgement
+// before it can be delivered again.
+const queueLease = 60 * time.Second
+
+// openStores opens PostgreSQL (creating and migrating the database) or,
+// with no database URL, the in-memory store.
+func openStores(ctx context.Context, c *cli.Context, log *slog.Logger) (*stores, error) {
+	dbURL := c.String(flagDatabaseURL.Name)
+	masterText := c.String(flagMasterKey.Name)
+	if dbURL == "" {
+		master := make([]byte, keyring.MasterKeySize)
+		if masterText != "" {
+			m, err := keyring.ParseMasterKey(masterText)
+			if err != nil {
+				return nil, fmt.Errorf("--master-key: %w", err)
+			}
+			master = m
+		} else if _, err := rand.Read(master); err != nil {
+			return nil, err
+		}
+		mem := memstore.New(memstore.Options{Lease: queueLease})
+		keys, err := keyring.New(mem, master)
+		if err != nil {
+			return nil, err
+		}
+		return &stores{store: mem, queue: mem, keys: keys, close: func() {}}, nil
+	}
+	if masterText == "" {
+		return nil, fmt.Errorf("--master-key (MEDIATOR_MASTER_KEY) is required with --database-url: generate one with `openssl rand -hex 32` and give every instance the same")
+	}
+	master, err := keyring.ParseMasterKey(masterText)
+	if err != nil {
+		return nil, fmt.Errorf("--master-key: %w", err)
+	}
+	pool, err := pgdb.Open(ctx, dbURL, log)
+	if err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	if err := pgdb.Migrate(ctx, pool, log); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("database migration failed, not starting: %w", err)
+	}
+	st := storepg.New(pool)
+	keys, err := keyring.New(st, master)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return &stores{store: st, queue: queuepg.New(pool, queuepg.Options{Lease: queueLease}), keys: keys, close: pool.Close, durable: true}, nil
+}
+
+func instanceID() string {
+	host, _ := os.Hostname()
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return fmt.Sprintf("%s-%d-%x", host, os.Getpid(), b)
+}

@@ -1,0 +1,315 @@
+// Package mediator is the DIDComm v1 agent of the mediator: it unpacks
+// inbound envelopes, dispatches by message type, runs the handshakes
+// (out-of-band, DID Exchange, Connections), coordinate-mediation, forward
+// (QueueOnly), trust ping and discover features, and hands pickup messages
+// to the pickup service.
+package mediator
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/openmediator/mediator/didcomm"
+	"github.com/openmediator/mediator/envelope"
+	"github.com/openmediator/mediator/keyring"
+	"github.com/openmediator/mediator/pickup"
+	"github.com/openmediator/mediator/record"
+	"github.com/openmediator/mediator/transport"
+)
+
+// maxKidsTried bounds the key lookups one envelope can cause, so a message
+// listing many unknown recipients cannot make us read the store many times.
+const maxKidsTried = 4
+
+// Pickup is what the agent needs of the pickup service.
+type Pickup interface {
+	Handle(ctx context.Context, c pickup.Conversation, m *didcomm.Message) error
+	MessageQueued(ctx context.Context, connectionID string)
+}
+
+// Config is the agent's configuration.
+type Config struct {
+	// Endpoints are the URLs wallets reach us at: the http(s) one first,
+	// then the ws(s) one. The first is the mediate-grant endpoint.
+	Endpoints []string
+	Label     string
+	// AutoGrant grants every mediate-request; otherwise they are denied.
+	AutoGrant bool
+	Logger    *slog.Logger
+}
+
+// Agent is the mediator's DIDComm agent. It implements transport.Handler.
+type Agent struct {
+	cfg    Config
+	store  Store
+	queue  Queue
+	keys   *keyring.Keyring
+	pickup Pickup
+	log    *slog.Logger
+
+	invitationKey ed25519.PrivateKey
+	routingKey    ed25519.PrivateKey
+	invitation    Invitation
+}
+
+// New loads (or, the first time, creates) the deployment's invitation and
+// routing keys and returns a ready agent.
+func New(ctx context.Context, cfg Config, store Store, q Queue, keys *keyring.Keyring, p Pickup) (*Agent, error) {
+	if len(cfg.Endpoints) == 0 {
+		return nil, errors.New("mediator: at least one endpoint is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Label == "" {
+		cfg.Label = "Mediator"
+	}
+	inv, err := keys.EnsureKey(ctx, record.PurposeInvitation)
+	if err != nil {
+		return nil, fmt.Errorf("mediator: %w", err)
+	}
+	routing, err := keys.EnsureKey(ctx, record.PurposeRouting)
+	if err != nil {
+		return nil, fmt.Errorf("mediator: %w", err)
+	}
+	a := &Agent{cfg: cfg, store: store, queue: q, keys: keys, pickup: p, log: cfg.Logger,
+		invitationKey: inv, routingKey: routing}
+	a.invitation, err = newInvitation(cfg, publicKey(inv))
+	if err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// InboundError is an error that tells the transport which HTTP status fits.
+type InboundError struct {
+	Status int
+	Err    error
+}
+
+func (e *InboundError) Error() string   { return e.Err.Error() }
+func (e *InboundError) Unwrap() error   { return e.Err }
+func (e *InboundError) HTTPStatus() int { return e.Status }
+
+func badRequest(format string, args ...any) error {
+	return &InboundError{Status: http.StatusBadRequest, Err: fmt.Errorf(format, args...)}
+}
+
+// inbound is one unpacked message with its reply path.
+type inbound struct {
+	msg       *didcomm.Message
+	ourKey    string // base58 key it was encrypted to
+	theirKey  string // base58 sender key; "" for anoncrypt
+	session   transport.Session
+	packedLen int
+}
+
+// HandleInbound unpacks and processes one packed message.
+func (a *Agent) HandleInbound(ctx context.Context, packed []byte, s transport.Session) error {
+	return a.handlePacked(ctx, packed, s, 0)
+}
+
+func (a *Agent) handlePacked(ctx context.Context, packed []byte, s transport.Session, depth int) error {
+	env, err := envelope.Parse(packed)
+	if err != nil {
+		return badRequest("mediator: %w", err)
+	}
+	var (
+		priv ed25519.PrivateKey
+		kid  string
+	)
+	for i, k := range env.Kids() {
+		if i == maxKidsTried {
+			break
+		}
+		p, err := a.keys.PrivateKey(ctx, k)
+		if errors.Is(err, keyring.ErrUnknownKey) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("mediator: key lookup: %w", err)
+		}
+		priv, kid = p, k
+		break
+	}
+	if priv == nil {
+		return badRequest("mediator: envelope is not addressed to a key of this mediator")
+	}
+	un, err := env.Open(kid, priv)
+	if err != nil {
+		return badRequest("mediator: %w", err)
+	}
+	msg, err := didcomm.Parse(un.Plaintext)
+	if err != nil {
+		return badRequest("mediator: %w", err)
+	}
+	in := &inbound{msg: msg, ourKey: un.RecipientKey, theirKey: un.SenderKey, session: s, packedLen: len(packed)}
+	return a.dispatch(ctx, in, depth)
+}
+
+func (a *Agent) dispatch(ctx context.Context, in *inbound, depth int) error {
+	t := in.msg.MsgType
+	log := a.log.With("type", t.Key(), "msg_id", in.msg.ID)
+	if t.Key() == "routing/1/forward" {
+		return a.handleForward(ctx, in, depth)
+	}
+	if in.theirKey == "" {
+		log.WarnContext(ctx, "anoncrypted message other than forward ignored")
+		return badRequest("mediator: %s must be authcrypted", in.msg.Type)
+	}
+	if in.ourKey == keyring.Verkey(publicKey(a.invitationKey)) {
+		switch t.Key() {
+		case "didexchange/1/request":
+			return a.handleDIDExchangeRequest(ctx, in)
+		case "connections/1/request":
+			return a.handleConnectionsRequest(ctx, in)
+		case "out-of-band/1/handshake-reuse":
+			return a.handleReuseToInvitationKey(ctx, in)
+		}
+		if t.IsProblemReport() {
+			log.InfoContext(ctx, "problem report received on invitation key", "raw_len", len(in.msg.Raw))
+			return nil
+		}
+		return badRequest("mediator: %s cannot be sent to the invitation key", in.msg.Type)
+	}
+	conn, err := a.store.ConnectionByKeys(ctx, in.ourKey, in.theirKey)
+	if errors.Is(err, record.ErrNotFound) {
+		log.WarnContext(ctx, "message from unknown connection", "our_key", in.ourKey)
+		return badRequest("mediator: no connection for this sender")
+	}
+	if err != nil {
+		return fmt.Errorf("mediator: connection lookup: %w", err)
+	}
+	return a.dispatchConnection(ctx, in, conn)
+}
+
+func (a *Agent) dispatchConnection(ctx context.Context, in *inbound, conn record.Connection) error {
+	t := in.msg.MsgType
+	if conn.State == record.StateResponseSent && t.Protocol != "didexchange" {
+		// Any message on the connection proves the peer accepted our response
+		// (Connections 1.0 peers send a trust ping instead of a complete).
+		if err := a.store.SetConnectionState(ctx, conn.ID, record.StateCompleted); err != nil {
+			return fmt.Errorf("mediator: %w", err)
+		}
+		conn.State = record.StateCompleted
+	}
+	if pickup.Handles(in.msg) {
+		return a.pickup.Handle(ctx, a.conversation(in, conn), in.msg)
+	}
+	switch t.Key() {
+	case "didexchange/1/complete":
+		return a.store.SetConnectionState(ctx, conn.ID, record.StateCompleted)
+	case "trust_ping/1/ping":
+		return a.handlePing(ctx, in, conn)
+	case "trust_ping/1/ping_response":
+		return nil
+	case "discover-features/1/query":
+		return a.handleQuery(ctx, in, conn)
+	case "discover-features/2/queries":
+		return a.handleQueries(ctx, in, conn)
+	case "coordinate-mediation/1/mediate-request":
+		return a.handleMediateRequest(ctx, in, conn)
+	case "coordinate-mediation/1/keylist-update":
+		return a.handleKeylistUpdate(ctx, in, conn)
+	case "coordinate-mediation/1/keylist-query":
+		return a.handleKeylistQuery(ctx, in, conn)
+	case "out-of-band/1/handshake-reuse":
+		return a.handleReuse(ctx, in, conn)
+	}
+	if t.IsProblemReport() {
+		a.log.InfoContext(ctx, "problem report received", "connection", conn.ID, "type", in.msg.Type, "thid", in.msg.ThreadID())
+		return nil
+	}
+	a.log.InfoContext(ctx, "unsupported message type", "connection", conn.ID, "type", in.msg.Type)
+	pr := didcomm.NewProblemReport(didcomm.TypeProblemReport, in.msg, "unsupported-message-type",
+		"message type "+in.msg.Type+" is not supported by this mediator", false)
+	return a.reply(ctx, in, conn, pr)
+}
+
+// conversation is the pickup view of an inbound message.
+func (a *Agent) conversation(in *inbound, conn record.Connection) pickup.Conversation {
+	return pickup.Conversation{
+		ConnectionID: conn.ID,
+		Session:      in.session,
+		Send: func(ctx context.Context, msg any) error {
+			if in.session == nil || in.msg.ReturnRoute() == didcomm.ReturnRouteNone {
+				return pickup.ErrNoReturnRoute
+			}
+			packed, err := a.packFor(ctx, conn, msg)
+			if err != nil {
+				return err
+			}
+			return in.session.Send(ctx, packed)
+		},
+	}
+}
+
+// reply sends msg to the connection: on the inbound transport when the
+// wallet asked for a return route, else it is queued for pickup.
+func (a *Agent) reply(ctx context.Context, in *inbound, conn record.Connection, msg any) error {
+	packed, err := a.packFor(ctx, conn, msg)
+	if err != nil {
+		return err
+	}
+	if in.session != nil && in.msg.ReturnRoute() != didcomm.ReturnRouteNone {
+		err := in.session.Send(ctx, packed)
+		if err == nil {
+			return nil
+		}
+		a.log.InfoContext(ctx, "reply could not use the return route; queueing it", "connection", conn.ID, "err", err)
+	}
+	if _, err := a.queue.Enqueue(ctx, conn.ID, conn.TheirKey, packed); err != nil {
+		return fmt.Errorf("mediator: queue reply: %w", err)
+	}
+	a.pickup.MessageQueued(ctx, conn.ID)
+	return nil
+}
+
+// packFor authcrypts msg from our key on conn to theirs.
+func (a *Agent) packFor(ctx context.Context, conn record.Connection, msg any) ([]byte, error) {
+	plain, err := json.Marshal(msg)
+	if err != nil {
+		return nil, fmt.Errorf("mediator: marshal reply: %w", err)
+	}
+	ours, err := a.keys.PrivateKey(ctx, conn.OurKey)
+	if err != nil {
+		return nil, fmt.Errorf("mediator: our key for connection %s: %w", conn.ID, err)
+	}
+	theirs, err := decodeVerkey(conn.TheirKey)
+	if err != nil {
+		return nil, fmt.Errorf("mediator: their key for connection %s: %w", conn.ID, err)
+	}
+	packed, err := envelope.PackAuthcrypt(plain, ours, theirs)
+	if err != nil {
+		return nil, fmt.Errorf("mediator: pack reply: %w", err)
+	}
+	return packed, nil
+}
+
+// Invitation returns the deployment's out-of-band invitation.
+func (a *Agent) Invitation() Invitation { return a.invitation }
+
+// RoutingVerkey is the base58 routing key given in grants.
+func (a *Agent) RoutingVerkey() string { return keyring.Verkey(publicKey(a.routingKey)) }
+
+// InvitationVerkey is the base58 key of the invitation.
+func (a *Agent) InvitationVerkey() string { return keyring.Verkey(publicKey(a.invitationKey)) }
+
+func publicKey(priv ed25519.PrivateKey) ed25519.PublicKey {
+	return priv.Public().(ed25519.PublicKey)
+}
+
+func httpEndpoint(endpoints []string) string {
+	for _, e := range endpoints {
+		if strings.HasPrefix(e, "http://") || strings.HasPrefix(e, "https://") {
+			return e
+		}
+	}
+	return endpoints[0]
+}

@@ -1,0 +1,75 @@
+package mediator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/openmediator/mediator/diddoc"
+	"github.com/openmediator/mediator/queue"
+)
+
+// maxForwardDepth bounds nested forwards addressed to our own routing key.
+const maxForwardDepth = 3
+
+type forward struct {
+	To  string          `json:"to"`
+	Msg json.RawMessage `json:"msg"`
+}
+
+// handleForward queues the inner message for the wallet that registered
+// the `to` key (QueueOnly), then lets pickup push it if the wallet is live.
+func (a *Agent) handleForward(ctx context.Context, in *inbound, depth int) error {
+	var fwd forward
+	if err := in.msg.Decode(&fwd); err != nil {
+		return badRequest("mediator: forward: %w", err)
+	}
+	payload, err := innerMessage(fwd.Msg)
+	if err != nil {
+		return badRequest("mediator: forward: %w", err)
+	}
+	to, err := diddoc.NormalizeVerkey(fwd.To)
+	if err != nil {
+		return badRequest("mediator: forward: bad to %q: %w", fwd.To, err)
+	}
+	if to == a.RoutingVerkey() {
+		// The sender used our routing key twice (several routing keys that are
+		// all ours): unwrap the next layer.
+		if depth >= maxForwardDepth {
+			return badRequest("mediator: forward nested too deeply")
+		}
+		return a.handlePacked(ctx, payload, nil, depth+1)
+	}
+	qm, err := a.queue.EnqueueForward(ctx, to, payload)
+	if errors.Is(err, queue.ErrUnknownRecipient) {
+		a.log.WarnContext(ctx, "forward for unknown recipient key refused", "to", to)
+		return &InboundError{Status: http.StatusNotFound, Err: fmt.Errorf("mediator: forward: %w", err)}
+	}
+	if err != nil {
+		return fmt.Errorf("mediator: forward: %w", err)
+	}
+	a.log.DebugContext(ctx, "forward queued", "connection", qm.ConnectionID, "message_id", qm.ID, "bytes", len(payload))
+	a.pickup.MessageQueued(ctx, qm.ConnectionID)
+	return nil
+}
+
+// innerMessage returns the packed message of a forward as JSON object bytes;
+// some agents send it as a JSON string holding the object.
+func innerMessage(raw json.RawMessage) ([]byte, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, errors.New("missing msg")
+	}
+	if raw[0] == '"' {
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return nil, fmt.Errorf("msg: %w", err)
+		}
+		raw = json.RawMessage(s)
+	}
+	if raw[0] != '{' || !json.Valid(raw) {
+		return nil, errors.New("msg is not a packed message (JSON object)")
+	}
+	return raw, nil
+}
