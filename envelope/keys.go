@@ -1,0 +1,72 @@
+package envelope
+
+import (
+	"crypto/ed25519"
+	"crypto/sha512"
+	"errors"
+	"fmt"
+
+	"filippo.io/edwards25519"
+)
+
+// PublicKeyToX25519 converts an Ed25519 public key to the X25519 public key
+// of the same secret, as libsodium's crypto_sign_ed25519_pk_to_curve25519
+// does: the Montgomery u-coordinate of the point. It rejects encodings that
+// are not on the curve and points of small order, whose Diffie-Hellman
+// results are predictable.
+//
+// Unlike libsodium it does not reject points with a small-order component:
+// X25519 clears that component, so such a key shares its secrets with the
+// prime-order key and gives a forger nothing, and Askar accepts them too.
+func PublicKeyToX25519(pub ed25519.PublicKey) ([]byte, error) {
+	x, err := edPublicToX25519(pub)
+	if err != nil {
+		return nil, err
+	}
+	return x[:], nil
+}
+
+var errSmallOrder = errors.New("public key is a small-order point")
+
+func edPublicToX25519(pub []byte) ([32]byte, error) {
+	var x [32]byte
+	if len(pub) != ed25519.PublicKeySize {
+		return x, fmt.Errorf("public key is %d bytes, want %d", len(pub), ed25519.PublicKeySize)
+	}
+	var p, p8 edwards25519.Point
+	if _, err := p.SetBytes(pub); err != nil {
+		return x, fmt.Errorf("public key is not an Ed25519 point: %w", err)
+	}
+	if p8.MultByCofactor(&p).Equal(edwards25519.NewIdentityPoint()) == 1 {
+		return x, errSmallOrder
+	}
+	copy(x[:], p.BytesMontgomery())
+	return x, nil
+}
+
+// PrivateKeyToX25519 converts an Ed25519 private key to the X25519 private key
+// of the same secret, as libsodium's crypto_sign_ed25519_sk_to_curve25519
+// does: the clamped first half of SHA-512(seed), which is also the Ed25519
+// signing scalar. It returns nil if priv is not ed25519.PrivateKeySize bytes.
+func PrivateKeyToX25519(priv ed25519.PrivateKey) []byte {
+	if len(priv) != ed25519.PrivateKeySize {
+		return nil
+	}
+	x := make([]byte, 32)
+	var k [32]byte
+	edPrivateToX25519(&k, priv)
+	copy(x, k[:])
+	clear(k[:])
+	return x
+}
+
+// edPrivateToX25519 writes the X25519 private key of priv, which must be
+// ed25519.PrivateKeySize bytes, to dst.
+func edPrivateToX25519(dst *[32]byte, priv ed25519.PrivateKey) {
+	h := sha512.Sum512(priv[:ed25519.SeedSize])
+	copy(dst[:], h[:32])
+	clear(h[:])
+	dst[0] &= 248
+	dst[31] &= 127
+	dst[31] |= 64
+}

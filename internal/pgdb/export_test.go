@@ -1,0 +1,5 @@
+package pgdb
+
+// MigrateFS exposes migrate to the external tests, to feed it broken sets of
+// migrations.
+var MigrateFS = migrate

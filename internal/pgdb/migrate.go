@@ -1,0 +1,160 @@
+package pgdb
+
+import (
+	"context"
+	"embed"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"path"
+	"regexp"
+	"slices"
+	"strconv"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+//go:embed migrations/*.sql
+var embedded embed.FS
+
+// migrationLockID is the pg_advisory_xact_lock key that serialises schema
+// changes between instances. Any constant works as long as nothing else on
+// the database uses it; this one spells "medmigr8" in ASCII.
+const migrationLockID int64 = 0x6d65646d69677238
+
+// migrationName is "<4+ digit version>_<name>.sql".
+var migrationName = regexp.MustCompile(`^([0-9]{4,})_([a-z0-9_]+)\.sql$`)
+
+// A migration is one versioned SQL file.
+type migration struct {
+	version int
+	name    string // file name, for logs and errors
+	sql     string
+}
+
+const createMigrationsTable = `
+CREATE TABLE IF NOT EXISTS mediator_schema_migrations (
+    version    int         PRIMARY KEY,
+    name       text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)`
+
+// Migrate applies, in version order, every embedded migration that the
+// database has not recorded in mediator_schema_migrations. It is safe to run
+// from several instances at once and to run again. An error names the
+// migration that failed and means the schema is not usable: the caller should
+// stop.
+func Migrate(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) error {
+	sub, err := fs.Sub(embedded, "migrations")
+	if err != nil {
+		return fmt.Errorf("pgdb: migrations: %w", err)
+	}
+	return migrate(ctx, pool, logger, sub)
+}
+
+// migrate is Migrate over any set of migration files, so tests can feed it
+// broken ones.
+func migrate(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger, fsys fs.FS) error {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	migrations, err := loadMigrations(fsys)
+	if err != nil {
+		return err
+	}
+	applied := 0
+	for _, m := range migrations {
+		ran, err := apply(ctx, pool, m)
+		if err != nil {
+			return fmt.Errorf("pgdb: migration %s: %w", m.name, err)
+		}
+		if ran {
+			applied++
+			logger.InfoContext(ctx, "applied migration", slog.Int("version", m.version), slog.String("name", m.name))
+		}
+	}
+	logger.DebugContext(ctx, "schema up to date", slog.Int("applied", applied), slog.Int("known", len(migrations)))
+	return nil
+}
+
+// apply runs m in its own transaction unless it is already recorded, and
+// reports whether it ran. One transaction per migration keeps a failure from
+// undoing earlier, good migrations, and keeps each one all-or-nothing.
+func apply(ctx context.Context, pool *pgxpool.Pool, m migration) (ran bool, err error) {
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		// Held until commit or rollback: a second instance waits here and
+		// then sees the version already recorded.
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", migrationLockID); err != nil {
+			return fmt.Errorf("lock: %w", err)
+		}
+		// Created under the lock: concurrent CREATE TABLE IF NOT EXISTS can
+		// otherwise fail on the catalog's unique index.
+		if _, err := tx.Exec(ctx, createMigrationsTable); err != nil {
+			return fmt.Errorf("create mediator_schema_migrations: %w", err)
+		}
+		var done bool
+		err := tx.QueryRow(ctx,
+			"SELECT EXISTS (SELECT 1 FROM mediator_schema_migrations WHERE version = $1)",
+			m.version).Scan(&done)
+		if err != nil {
+			return fmt.Errorf("read mediator_schema_migrations: %w", err)
+		}
+		if done {
+			return nil
+		}
+		// No arguments: pgx sends it with the simple protocol, which
+		// allows the several statements a migration file holds.
+		if _, err := tx.Exec(ctx, m.sql); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx,
+			"INSERT INTO mediator_schema_migrations (version, name) VALUES ($1, $2)",
+			m.version, m.name); err != nil {
+			return fmt.Errorf("record: %w", err)
+		}
+		ran = true
+		return nil
+	})
+	if err != nil {
+		return false, err
+	}
+	return ran, nil
+}
+
+// loadMigrations reads the *.sql files at the root of fsys, sorted by
+// version. A .sql file with a malformed name or a repeated version is an
+// error rather than silently skipped, because skipping it would leave the
+// schema behind the code.
+func loadMigrations(fsys fs.FS) ([]migration, error) {
+	entries, err := fs.ReadDir(fsys, ".")
+	if err != nil {
+		return nil, fmt.Errorf("pgdb: list migrations: %w", err)
+	}
+	var out []migration
+	seen := map[int]string{}
+	for _, e := range entries {
+		if e.IsDir() || path.Ext(e.Name()) != ".sql" {
+			continue
+		}
+		match := migrationName.FindStringSubmatch(e.Name())
+		if match == nil {
+			return nil, fmt.Errorf("pgdb: migration file %q: name must look like 0001_description.sql", e.Name())
+		}
+		version, err := strconv.Atoi(match[1])
+		if err != nil {
+			return nil, fmt.Errorf("pgdb: migration file %q: %w", e.Name(), err)
+		}
+		if prev, ok := seen[version]; ok {
+			return nil, fmt.Errorf("pgdb: migrations %q and %q have the same version %d", prev, e.Name(), version)
+		}
+		seen[version] = e.Name()
+		body, err := fs.ReadFile(fsys, e.Name())
+		if err != nil {
+			return nil, fmt.Errorf("pgdb: read migration %q: %w", e.Name(), err)
+		}
+		out = append(out, migration{version: version, name: e.Name(), sql: string(body)})
+	}
+	slices.SortFunc(out, func(a, b migration) int { return a.version - b.version })
+	return out, nil
+}

@@ -1,0 +1,259 @@
+package pgdb_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/openmediator/mediator/internal/pgdb"
+	"github.com/openmediator/mediator/internal/pgtest"
+)
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+func open(t *testing.T, dbURL string) *pgxpool.Pool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	pool, err := pgdb.Open(ctx, dbURL, testLogger(t))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// awkwardName is a database name that only works quoted: upper case, a
+// dash, a space and a double quote.
+func awkwardName(t *testing.T) string {
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	return `Mediator-Test "DB" ` + hex.EncodeToString(b[:])
+}
+
+func currentDatabase(t *testing.T, pool *pgxpool.Pool) string {
+	t.Helper()
+	var name string
+	if err := pool.QueryRow(t.Context(), "SELECT current_database()").Scan(&name); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+func TestOpenCreatesDatabase(t *testing.T) {
+	name := awkwardName(t)
+	dbURL := pgtest.ReserveDatabase(t, name)
+
+	pool := open(t, dbURL)
+	if got := currentDatabase(t, pool); got != name {
+		t.Errorf("connected to %q, want %q", got, name)
+	}
+	if err := pgdb.Migrate(t.Context(), pool, testLogger(t)); err != nil {
+		t.Fatalf("Migrate: %v", err)
+	}
+	pool.Close()
+
+	// Opening an existing database creates nothing and works the same.
+	if got := currentDatabase(t, open(t, dbURL)); got != name {
+		t.Errorf("second open connected to %q, want %q", got, name)
+	}
+}
+
+// Instances starting together race to create the database; all must win.
+func TestOpenConcurrentCreate(t *testing.T) {
+	const instances = 4
+	name := awkwardName(t)
+	dbURL := pgtest.ReserveDatabase(t, name)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := range instances {
+		wg.Go(func() {
+			pool, err := pgdb.Open(ctx, dbURL, testLogger(t))
+			if err != nil {
+				t.Errorf("instance %d: Open: %v", i, err)
+				return
+			}
+			defer pool.Close()
+			if err := pool.Ping(ctx); err != nil {
+				t.Errorf("instance %d: Ping: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func TestOpenErrors(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	for _, tc := range []struct{ name, url, want string }{
+		{"bad URL", "postgres://%zz", "parse database URL"},
+		{"nothing listening", "postgres://postgres@127.0.0.1:1/x?connect_timeout=2", "connect to database"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pool, err := pgdb.Open(ctx, tc.url, nil)
+			if err == nil {
+				pool.Close()
+				t.Fatal("Open succeeded")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not mention %q", err, tc.want)
+			}
+		})
+	}
+}
+
+type appliedMigration struct {
+	version int
+	name    string
+}
+
+func applied(t *testing.T, pool *pgxpool.Pool) []appliedMigration {
+	t.Helper()
+	rows, err := pool.Query(t.Context(), "SELECT version, name FROM mediator_schema_migrations ORDER BY version")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []appliedMigration
+	for rows.Next() {
+		var m appliedMigration
+		if err := rows.Scan(&m.version, &m.name); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func tableExists(t *testing.T, pool *pgxpool.Pool, name string) bool {
+	t.Helper()
+	var ok bool
+	if err := pool.QueryRow(t.Context(), "SELECT to_regclass($1) IS NOT NULL", name).Scan(&ok); err != nil {
+		t.Fatal(err)
+	}
+	return ok
+}
+
+var schemaTables = []string{
+	"queued_message", "live_session", "mediator_instance", "mediator_key",
+	"didcomm_connection", "mediation_route", "device_info",
+}
+
+func TestMigrateTwice(t *testing.T) {
+	pool := open(t, pgtest.NewDatabase(t))
+	for i := range 2 {
+		if err := pgdb.Migrate(t.Context(), pool, testLogger(t)); err != nil {
+			t.Fatalf("Migrate #%d: %v", i+1, err)
+		}
+	}
+	want := []appliedMigration{{1, "0001_init.sql"}}
+	if got := applied(t, pool); len(got) != len(want) || got[0] != want[0] {
+		t.Errorf("recorded migrations %v, want %v", got, want)
+	}
+	for _, table := range schemaTables {
+		if !tableExists(t, pool, table) {
+			t.Errorf("table %s missing", table)
+		}
+	}
+}
+
+// Instances starting together migrate together; all succeed and each
+// migration runs once.
+func TestMigrateConcurrent(t *testing.T) {
+	const instances = 4
+	dbURL := pgtest.NewDatabase(t)
+	pools := make([]*pgxpool.Pool, instances)
+	for i := range pools {
+		pools[i] = open(t, dbURL) // one pool per "instance"
+	}
+	var wg sync.WaitGroup
+	for i, pool := range pools {
+		wg.Go(func() {
+			if err := pgdb.Migrate(t.Context(), pool, testLogger(t)); err != nil {
+				t.Errorf("instance %d: Migrate: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	if got := applied(t, pools[0]); len(got) != 1 {
+		t.Errorf("recorded migrations %v, want one", got)
+	}
+}
+
+func TestMigrateBroken(t *testing.T) {
+	pool := open(t, pgtest.NewDatabase(t))
+	ctx := t.Context()
+	fsys := fstest.MapFS{
+		"0001_first.sql":  {Data: []byte("CREATE TABLE first_table (x int);")},
+		"0002_broken.sql": {Data: []byte("CREATE TABLE half_done (x int);\nSELEC 'typo';")},
+		"0003_later.sql":  {Data: []byte("CREATE TABLE later_table (x int);")},
+		"README.md":       {Data: []byte("not a migration")},
+	}
+	err := pgdb.MigrateFS(ctx, pool, testLogger(t), fsys)
+	if err == nil {
+		t.Fatal("Migrate with a broken migration succeeded")
+	}
+	if !strings.Contains(err.Error(), "0002_broken.sql") {
+		t.Errorf("error %q does not name the broken migration", err)
+	}
+	// The good migration before it stays; the broken one left nothing
+	// behind; the one after it did not run.
+	if got := applied(t, pool); len(got) != 1 || got[0].name != "0001_first.sql" {
+		t.Errorf("recorded migrations %v, want only 0001_first.sql", got)
+	}
+	for table, want := range map[string]bool{"first_table": true, "half_done": false, "later_table": false} {
+		if got := tableExists(t, pool, table); got != want {
+			t.Errorf("table %s exists: %v, want %v", table, got, want)
+		}
+	}
+
+	// Fixed, it picks up where it stopped.
+	fsys["0002_broken.sql"] = &fstest.MapFile{Data: []byte("CREATE TABLE half_done (x int);")}
+	if err := pgdb.MigrateFS(ctx, pool, testLogger(t), fsys); err != nil {
+		t.Fatalf("Migrate after the fix: %v", err)
+	}
+	if got := applied(t, pool); len(got) != 3 {
+		t.Errorf("recorded migrations %v, want three", got)
+	}
+}
+
+func TestMigrateRejectsBadFiles(t *testing.T) {
+	pool := open(t, pgtest.NewDatabase(t))
+	for _, tc := range []struct {
+		name string
+		fsys fstest.MapFS
+		want string
+	}{
+		{"bad name", fstest.MapFS{"1-init.sql": {Data: []byte("SELECT 1")}}, "1-init.sql"},
+		{"same version", fstest.MapFS{
+			"0001_a.sql": {Data: []byte("SELECT 1")},
+			"0001_b.sql": {Data: []byte("SELECT 1")},
+		}, "same version"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := pgdb.MigrateFS(t.Context(), pool, nil, tc.fsys)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error = %v, want one mentioning %q", err, tc.want)
+			}
+		})
+	}
+	if tableExists(t, pool, "mediator_schema_migrations") {
+		t.Error("a rejected set of migrations touched the database")
+	}
+}

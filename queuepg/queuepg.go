@@ -1,0 +1,314 @@
+// Package queuepg is the transport queue in PostgreSQL: packed messages
+// waiting for wallets that fetch them with message pickup.
+//
+// It uses the queued_message table created by internal/pgdb's migrations.
+// A claimed message is leased: it stays in the table, marked 'sending' for
+// its holder until the lease runs out, and only an Ack deletes it. A message
+// whose lease ran out is claimable again right away, so a lost
+// acknowledgement or a crashed instance means redelivery, not loss, and does
+// not wait for a sweeper.
+//
+// Connection ids and message ids that are not UUIDs match nothing: filters on
+// them return no messages, and Ack and Release skip them. Payloads are stored
+// as jsonb, so they must be JSON and come back JSON-equal, not byte-equal
+// (jsonb drops insignificant whitespace and reorders object keys).
+package queuepg
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/mr-tron/base58"
+
+	"github.com/openmediator/mediator/queue"
+)
+
+// Defaults for Options.
+const (
+	DefaultLease   = 60 * time.Second
+	DefaultTimeout = 5 * time.Second
+)
+
+// MaxClaim is the most messages one Claim hands out; larger limits are
+// clamped so a client cannot make us load its whole backlog at once.
+const MaxClaim = 1000
+
+// Options tune a Queue. Zero values take the defaults.
+type Options struct {
+	// Lease is how long a claimed message stays with its holder before it
+	// becomes claimable again. It should exceed the time to write a batch to
+	// a slow client and receive its acknowledgement.
+	Lease time.Duration
+	// Timeout bounds every query, in addition to the caller's context.
+	Timeout time.Duration
+}
+
+// Queue is the PostgreSQL transport queue. It is safe for concurrent use,
+// also by several instances on the same database.
+type Queue struct {
+	pool    *pgxpool.Pool
+	lease   time.Duration
+	timeout time.Duration
+}
+
+// New returns a Queue on pool, whose schema must have been migrated.
+func New(pool *pgxpool.Pool, opts Options) *Queue {
+	if opts.Lease <= 0 {
+		opts.Lease = DefaultLease
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	return &Queue{pool: pool, lease: opts.Lease, timeout: opts.Timeout}
+}
+
+// The route lookup and the insert are one statement, so a forward costs one
+// round trip and cannot race with a route being removed between the two.
+// mediation_route's primary key makes it at most one row.
+const enqueueForwardSQL = `
+INSERT INTO queued_message (connection_id, recipient_dids, recipient_key, encrypted_message, size_bytes)
+SELECT r.connection_id, ARRAY[$2::text], r.recipient_key, $3::jsonb, $4
+FROM mediation_route r
+WHERE r.recipient_key = $1
+RETURNING id::text, connection_id::text, created_at`
+
+// EnqueueForward queues payload for the connection that registered
+// recipientKey. It returns queue.ErrUnknownRecipient (wrapped) when no
+// connection did, or when recipientKey is not a base58 Ed25519 key.
+func (q *Queue) EnqueueForward(ctx context.Context, recipientKey string, payload []byte) (queue.Message, error) {
+	did, err := didKey(recipientKey)
+	if err != nil {
+		return queue.Message{}, fmt.Errorf("queuepg: enqueue forward: %w", err)
+	}
+	if !json.Valid(payload) {
+		return queue.Message{}, errors.New("queuepg: enqueue forward: payload is not JSON")
+	}
+	ctx, cancel := context.WithTimeout(ctx, q.timeout)
+	defer cancel()
+
+	m := queue.Message{RecipientKey: recipientKey, Payload: slices.Clone(payload)}
+	err = q.pool.QueryRow(ctx, enqueueForwardSQL, recipientKey, did, payload, len(payload)).
+		Scan(&m.ID, &m.ConnectionID, &m.ReceivedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return queue.Message{}, fmt.Errorf("queuepg: enqueue forward to %s: %w", recipientKey, queue.ErrUnknownRecipient)
+	}
+	if err != nil {
+		return queue.Message{}, fmt.Errorf("queuepg: enqueue forward: %w", err)
+	}
+	return m, nil
+}
+
+const enqueueSQL = `
+INSERT INTO queued_message (connection_id, recipient_dids, recipient_key, encrypted_message, size_bytes)
+VALUES ($1::uuid, ARRAY[$2::text], $3, $4::jsonb, $5)
+RETURNING id::text, created_at`
+
+// Enqueue queues payload for connectionID, addressed to recipientKey. The
+// connection is not looked up: the caller knows it.
+func (q *Queue) Enqueue(ctx context.Context, connectionID, recipientKey string, payload []byte) (queue.Message, error) {
+	connID, ok := canonicalUUID(connectionID)
+	if !ok {
+		return queue.Message{}, fmt.Errorf("queuepg: enqueue: connection id %q is not a UUID", connectionID)
+	}
+	did, err := didKey(recipientKey)
+	if err != nil {
+		return queue.Message{}, fmt.Errorf("queuepg: enqueue: %w", err)
+	}
+	if !json.Valid(payload) {
+		return queue.Message{}, errors.New("queuepg: enqueue: payload is not JSON")
+	}
+	ctx, cancel := context.WithTimeout(ctx, q.timeout)
+	defer cancel()
+
+	m := queue.Message{ConnectionID: connID, RecipientKey: recipientKey, Payload: slices.Clone(payload)}
+	err = q.pool.QueryRow(ctx, enqueueSQL, connID, did, recipientKey, payload, len(payload)).
+		Scan(&m.ID, &m.ReceivedAt)
+	if err != nil {
+		return queue.Message{}, fmt.Errorf("queuepg: enqueue: %w", err)
+	}
+	return m, nil
+}
+
+// claimableSQL is the predicate of a message Claim may hand out: connection
+// and optional key (an empty $2 means any), and either pending or leased to
+// someone whose lease has run out.
+const claimableSQL = `
+connection_id = $1::uuid
+AND ($2::text = '' OR recipient_key = $2::text)
+AND (state = 'pending' OR lease_expires_at < now())`
+
+// The CTE picks and locks the oldest claimable rows; SKIP LOCKED lets
+// concurrent claimers pass over each other's rows instead of waiting for
+// them or taking them twice. If a row was claimed and committed between this
+// statement's snapshot and the lock, PostgreSQL re-evaluates the WHERE clause
+// on the new row version, which is no longer claimable, and drops it.
+// MATERIALIZED keeps the locking subquery from being inlined into the UPDATE.
+const claimSQL = `
+WITH picked AS MATERIALIZED (
+    SELECT id
+    FROM queued_message
+    WHERE ` + claimableSQL + `
+    ORDER BY created_at, id
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE queued_message m
+SET state = 'sending',
+    sending_since = now(),
+    lease_expires_at = now() + $4::interval,
+    sending_instance = $5,
+    sending_session = $6,
+    attempts = m.attempts + 1
+FROM picked
+WHERE m.id = picked.id
+RETURNING m.id::text, m.connection_id::text, m.recipient_key, m.encrypted_message, m.created_at, m.attempts`
+
+// Claim hands out up to limit claimable messages matching f, oldest first,
+// leased to h. limit <= 0 returns nothing; limit > MaxClaim is clamped.
+func (q *Queue) Claim(ctx context.Context, f queue.Filter, limit int, h queue.Holder) ([]queue.Message, error) {
+	connID, ok := canonicalUUID(f.ConnectionID)
+	if !ok || limit <= 0 {
+		return nil, nil
+	}
+	limit = min(limit, MaxClaim)
+	ctx, cancel := context.WithTimeout(ctx, q.timeout)
+	defer cancel()
+
+	rows, err := q.pool.Query(ctx, claimSQL, connID, f.RecipientKey, limit, q.lease, h.Instance, h.Session)
+	if err != nil {
+		return nil, fmt.Errorf("queuepg: claim: %w", err)
+	}
+	msgs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (queue.Message, error) {
+		var m queue.Message
+		err := row.Scan(&m.ID, &m.ConnectionID, &m.RecipientKey, &m.Payload, &m.ReceivedAt, &m.Attempts)
+		return m, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("queuepg: claim: %w", err)
+	}
+	// UPDATE … RETURNING does not keep the CTE's order.
+	slices.SortFunc(msgs, func(a, b queue.Message) int {
+		return cmp.Or(a.ReceivedAt.Compare(b.ReceivedAt), cmp.Compare(a.ID, b.ID))
+	})
+	return msgs, nil
+}
+
+const statsSQL = `
+SELECT count(*), coalesce(sum(size_bytes), 0), min(created_at), max(created_at)
+FROM queued_message
+WHERE ` + claimableSQL
+
+// Stats describes the claimable messages matching f.
+func (q *Queue) Stats(ctx context.Context, f queue.Filter) (queue.Stats, error) {
+	connID, ok := canonicalUUID(f.ConnectionID)
+	if !ok {
+		return queue.Stats{}, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, q.timeout)
+	defer cancel()
+
+	var (
+		s              queue.Stats
+		oldest, newest *time.Time
+	)
+	err := q.pool.QueryRow(ctx, statsSQL, connID, f.RecipientKey).Scan(&s.Count, &s.TotalBytes, &oldest, &newest)
+	if err != nil {
+		return queue.Stats{}, fmt.Errorf("queuepg: stats: %w", err)
+	}
+	if oldest != nil {
+		s.Oldest = *oldest
+	}
+	if newest != nil {
+		s.Newest = *newest
+	}
+	return s, nil
+}
+
+const ackSQL = `DELETE FROM queued_message WHERE connection_id = $1::uuid AND id = ANY($2::uuid[])`
+
+// Ack deletes the connection's messages with these ids, whatever their state,
+// and returns how many it deleted. Ids that are not UUIDs, unknown, or of
+// another connection are ignored rather than failing the batch.
+func (q *Queue) Ack(ctx context.Context, connectionID string, ids []string) (int, error) {
+	connID, ok := canonicalUUID(connectionID)
+	valid := validUUIDs(ids)
+	if !ok || len(valid) == 0 {
+		return 0, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, q.timeout)
+	defer cancel()
+
+	tag, err := q.pool.Exec(ctx, ackSQL, connID, valid)
+	if err != nil {
+		return 0, fmt.Errorf("queuepg: ack: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+const releaseSQL = `
+UPDATE queued_message
+SET state = 'pending',
+    sending_since = NULL,
+    lease_expires_at = NULL,
+    sending_instance = NULL,
+    sending_session = NULL
+WHERE connection_id = $1::uuid AND id = ANY($2::uuid[]) AND state = 'sending'`
+
+// Release puts the connection's claimed messages with these ids back to
+// pending. Ids as for Ack are ignored. Attempts is kept, so a released message
+// shows it was handed out before.
+func (q *Queue) Release(ctx context.Context, connectionID string, ids []string) error {
+	connID, ok := canonicalUUID(connectionID)
+	valid := validUUIDs(ids)
+	if !ok || len(valid) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, q.timeout)
+	defer cancel()
+
+	if _, err := q.pool.Exec(ctx, releaseSQL, connID, valid); err != nil {
+		return fmt.Errorf("queuepg: release: %w", err)
+	}
+	return nil
+}
+
+// didKey returns the did:key form of a base58 Ed25519 public key: multibase
+// base58btc ('z') of the ed25519-pub multicodec prefix (varint 0xed, 0x01)
+// followed by the 32 key bytes. It is what the seed stored in recipient_dids.
+func didKey(verkey string) (string, error) {
+	raw, err := base58.Decode(verkey)
+	if err != nil || len(raw) != 32 {
+		return "", fmt.Errorf("%w: recipient key %q is not a base58 Ed25519 public key", queue.ErrUnknownRecipient, verkey)
+	}
+	return "did:key:z" + base58.Encode(append([]byte{0xed, 0x01}, raw...)), nil
+}
+
+// canonicalUUID parses s and returns it in PostgreSQL's text form, so that
+// ids compare equal however the caller spelled them.
+func canonicalUUID(s string) (string, bool) {
+	u, err := uuid.Parse(s)
+	if err != nil {
+		return "", false
+	}
+	return u.String(), true
+}
+
+// validUUIDs returns the ids that are UUIDs, in canonical form. Binding one
+// malformed id to uuid[] would fail the whole statement.
+func validUUIDs(ids []string) []string {
+	out := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if u, ok := canonicalUUID(id); ok {
+			out = append(out, u)
+		}
+	}
+	return out
+}

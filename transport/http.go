@@ -1,0 +1,287 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// httpSession is the reply path of one POST: at most one reply, valid until
+// the request finished.
+type httpSession struct {
+	id, remote   string
+	ctype        string // reply content type
+	w            http.ResponseWriter
+	rc           *http.ResponseController
+	writeTimeout time.Duration
+	done         chan struct{}
+
+	mu       sync.Mutex
+	answered bool // a response (reply or status) was written
+	closed   bool // the request finished: nothing more may touch w
+	status   int
+	outBytes int
+}
+
+var _ Session = (*httpSession)(nil)
+
+func (h *httpSession) ID() string            { return h.id }
+func (h *httpSession) Kind() Kind            { return KindHTTP }
+func (h *httpSession) RemoteAddr() string    { return h.remote }
+func (h *httpSession) Done() <-chan struct{} { return h.done }
+
+// Send writes packed as the 200 response of the request.
+func (h *httpSession) Send(ctx context.Context, packed []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return ErrClosed
+	}
+	if h.answered {
+		return ErrReplyUsed
+	}
+	h.answered = true
+	h.status = http.StatusOK
+	if err := h.write(http.StatusOK, h.ctype, packed); err != nil {
+		return fmt.Errorf("transport: writing HTTP reply: %w", err)
+	}
+	h.outBytes = len(packed)
+	return nil
+}
+
+// answer writes a status-only response unless the request was answered
+// already; it reports whether it wrote.
+func (h *httpSession) answer(status int) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.answerLocked(status)
+}
+
+func (h *httpSession) answerLocked(status int) bool {
+	if h.answered || h.closed {
+		return false
+	}
+	h.answered = true
+	h.status = status
+	var body []byte
+	ctype := ""
+	if status != http.StatusAccepted {
+		body = []byte(http.StatusText(status) + "\n")
+		ctype = "text/plain; charset=utf-8"
+	}
+	hd := h.w.Header()
+	switch status {
+	case http.StatusServiceUnavailable:
+		hd.Set("Retry-After", "1")
+	case http.StatusRequestEntityTooLarge:
+		hd.Set("Connection", "close")
+	}
+	_ = h.write(status, ctype, body)
+	return true
+}
+
+// write sends a complete response with Content-Length and flushes it, under
+// a write deadline. Callers hold mu.
+func (h *httpSession) write(status int, ctype string, body []byte) error {
+	_ = h.rc.SetWriteDeadline(time.Now().Add(h.writeTimeout)) // ErrNotSupported: no deadline
+	hd := h.w.Header()
+	if ctype != "" {
+		hd.Set("Content-Type", ctype)
+	}
+	hd.Set("Content-Length", strconv.Itoa(len(body)))
+	h.w.WriteHeader(status)
+	if len(body) > 0 {
+		if _, err := h.w.Write(body); err != nil {
+			return err
+		}
+	}
+	if err := h.rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
+	return nil
+}
+
+// expire answers status unless the request was answered already and marks
+// the request finished, atomically: a later Send returns ErrClosed. It
+// reports whether it wrote.
+func (h *httpSession) expire(status int) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	wrote := h.answerLocked(status)
+	if !h.closed {
+		h.closed = true
+		close(h.done)
+	}
+	return wrote
+}
+
+// finish marks the request finished and closes Done.
+func (h *httpSession) finish() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.closed {
+		h.closed = true
+		close(h.done)
+	}
+}
+
+func (h *httpSession) result() (status, outBytes int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.status, h.outBytes
+}
+
+// watchdogGrace is how long after HandlerTimeout a handler that ignores its
+// context may run before the client is answered 503.
+func watchdogGrace(handlerTimeout time.Duration) time.Duration {
+	return min(handlerTimeout/4, maxWatchdogGrace)
+}
+
+// serveHTTPMessage handles one DIDComm POST.
+func (s *Server) serveHTTPMessage(w http.ResponseWriter, r *http.Request) {
+	if !s.begin() {
+		s.rejectShuttingDown(w)
+		return
+	}
+	defer s.active.Done()
+
+	start := time.Now()
+	rc := http.NewResponseController(w)
+	sess := &httpSession{
+		id:           uuid.NewString(),
+		remote:       r.RemoteAddr,
+		w:            w,
+		rc:           rc,
+		writeTimeout: s.cfg.WriteTimeout,
+		done:         make(chan struct{}),
+	}
+	// Our write deadline must not outlive this request on a keep-alive
+	// connection (http.Server resets it only when it has a WriteTimeout).
+	defer func() { _ = rc.SetWriteDeadline(time.Time{}) }()
+
+	var (
+		inBytes int
+		herr    error
+		note    string
+	)
+	defer func() {
+		sess.finish()
+		status, outBytes := sess.result()
+		level := slog.LevelDebug
+		switch {
+		case status >= 500:
+			level = slog.LevelWarn
+		case status >= 400:
+			level = slog.LevelInfo
+		}
+		attrs := []slog.Attr{
+			slog.String("session", sess.id), slog.String("kind", string(KindHTTP)),
+			slog.String("remote", sess.remote), slog.String("path", r.URL.Path),
+			slog.Int("bytes_in", inBytes), slog.Int("bytes_out", outBytes),
+			slog.Int("status", status), slog.Duration("duration", time.Since(start)),
+		}
+		if note != "" {
+			attrs = append(attrs, slog.String("note", note))
+		}
+		if herr != nil {
+			attrs = append(attrs, slog.String("err", herr.Error()))
+		}
+		s.log.LogAttrs(context.Background(), level, "didcomm http request", attrs...)
+	}()
+
+	ctype, ok := replyContentType(r.Header.Get("Content-Type"))
+	if !ok {
+		note = "unsupported content type"
+		sess.answer(http.StatusUnsupportedMediaType)
+		return
+	}
+	sess.ctype = ctype
+
+	body, status := s.readBody(w, r, rc)
+	inBytes = len(body)
+	if status != 0 {
+		note = "bad body"
+		if status == http.StatusRequestEntityTooLarge {
+			note = "body over MaxMessageBytes"
+		}
+		sess.answer(status)
+		return
+	}
+
+	ctx, cancel := s.handlerContext(r.Context())
+	defer cancel()
+	watchdog := time.AfterFunc(s.cfg.HandlerTimeout+watchdogGrace(s.cfg.HandlerTimeout), func() {
+		if sess.expire(http.StatusServiceUnavailable) {
+			s.log.Warn("handler ignored its deadline; answered 503, handler still running",
+				"session", sess.id, "kind", KindHTTP, "remote", sess.remote,
+				"elapsed", time.Since(start))
+		}
+	})
+	panicked, err := s.invoke(ctx, body, sess)
+	watchdog.Stop()
+	herr = err
+
+	switch {
+	case err == nil:
+		sess.answer(http.StatusAccepted)
+	case panicked:
+		sess.answer(http.StatusInternalServerError)
+	default:
+		sess.answer(statusFor(err, ctx.Err()))
+	}
+}
+
+// statusFor maps a handler error to an HTTP status (see the package doc).
+func statusFor(err error, ctxErr error) int {
+	var hs interface{ HTTPStatus() int }
+	if errors.As(err, &hs) {
+		if st := hs.HTTPStatus(); st >= 400 && st <= 599 {
+			return st
+		}
+		return http.StatusInternalServerError
+	}
+	if ctxErr != nil {
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+// readBody reads the POST body under MaxMessageBytes. A non-zero status
+// means the request must be answered with it.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, rc *http.ResponseController) ([]byte, int) {
+	limit := s.cfg.MaxMessageBytes
+	if r.ContentLength > limit {
+		return nil, http.StatusRequestEntityTooLarge
+	}
+	_ = rc.SetReadDeadline(time.Now().Add(bodyReadTimeout))
+	// Clear it again, or net/http's background read (which detects the
+	// client going away) would time out and cancel the request context.
+	defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
+
+	var buf bytes.Buffer
+	if r.ContentLength > 0 {
+		buf.Grow(int(r.ContentLength) + bytes.MinRead)
+	}
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit)); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, http.StatusRequestEntityTooLarge
+		}
+		return nil, http.StatusBadRequest
+	}
+	if buf.Len() == 0 {
+		return nil, http.StatusBadRequest
+	}
+	return buf.Bytes(), 0
+}
