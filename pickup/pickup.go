@@ -12,8 +12,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/openmediator/mediator/diddoc"
 	"github.com/openmediator/mediator/didcomm"
+	"github.com/openmediator/mediator/diddoc"
 	"github.com/openmediator/mediator/queue"
 	"github.com/openmediator/mediator/transport"
 )
@@ -125,13 +125,13 @@ func (s *Service) Handle(ctx context.Context, c Conversation, m *didcomm.Message
 // status is the RFC 0685 status message.
 type status struct {
 	didcomm.Header
-	MessageCount         int     `json:"message_count"`
-	RecipientKey         string  `json:"recipient_key,omitempty"`
-	LongestWaitedSeconds *int64  `json:"longest_waited_seconds,omitempty"`
-	NewestReceivedTime   string  `json:"newest_received_time,omitempty"`
-	OldestReceivedTime   string  `json:"oldest_received_time,omitempty"`
-	TotalBytes           *int64  `json:"total_bytes,omitempty"`
-	LiveDelivery         *bool   `json:"live_delivery,omitempty"`
+	MessageCount         int    `json:"message_count"`
+	RecipientKey         string `json:"recipient_key,omitempty"`
+	LongestWaitedSeconds *int64 `json:"longest_waited_seconds,omitempty"`
+	NewestReceivedTime   string `json:"newest_received_time,omitempty"`
+	OldestReceivedTime   string `json:"oldest_received_time,omitempty"`
+	TotalBytes           *int64 `json:"total_bytes,omitempty"`
+	LiveDelivery         *bool  `json:"live_delivery,omitempty"`
 }
 
 type recipientFilter struct {

@@ -23,8 +23,8 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/mr-tron/base58"
 
-	"github.com/openmediator/mediator/diddoc"
 	"github.com/openmediator/mediator/didcomm"
+	"github.com/openmediator/mediator/diddoc"
 	"github.com/openmediator/mediator/envelope"
 )
 
@@ -151,7 +151,9 @@ type StatusError struct {
 	Body string
 }
 
-func (e *StatusError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.Code, strings.TrimSpace(e.Body)) }
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("HTTP %d: %s", e.Code, strings.TrimSpace(e.Body))
+}
 
 // Request sends msg to the mediator over HTTP with return_route all and
 // returns the unpacked reply (nil if the mediator answered 202).
