@@ -370,6 +370,37 @@ func resolvePeer4(did string) (Resolved, error) {
 	return extract(did, root)
 }
 
+// writeBase64SafeJSONString writes s as a JSON string whose bytes never
+// produce "-" or "_" in base64url: besides the usual escapes, '>', '?', '~',
+// DEL and every non-ASCII character are written as \u escapes.
+func writeBase64SafeJSONString(buf *bytes.Buffer, s string) {
+	const hex = "0123456789abcdef"
+	esc := func(r rune) {
+		buf.WriteString(`\u`)
+		buf.WriteByte(hex[(r>>12)&0xf])
+		buf.WriteByte(hex[(r>>8)&0xf])
+		buf.WriteByte(hex[(r>>4)&0xf])
+		buf.WriteByte(hex[r&0xf])
+	}
+	buf.WriteByte('"')
+	for _, r := range s {
+		switch {
+		case r == '"' || r == '\\':
+			buf.WriteByte('\\')
+			buf.WriteRune(r)
+		case r < 0x20 || r == '>' || r == '?' || r == '~' || r == 0x7f || (r >= 0x80 && r <= 0xffff):
+			esc(r)
+		case r > 0xffff:
+			r -= 0x10000
+			esc(0xd800 + (r >> 10))
+			esc(0xdc00 + (r & 0x3ff))
+		default:
+			buf.WriteRune(r)
+		}
+	}
+	buf.WriteByte('"')
+}
+
 func isBase58(s string) bool {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
@@ -482,7 +513,15 @@ func newPeerDID1(pub ed25519.PublicKey, endpoints []string, context string) (did
 
 // NewPeerDID2 creates a did:peer:2 the way Credo does:
 // did:peer:2.V<ed25519>.E<x25519>.S<service>… with one service per endpoint,
-// each {"s":…,"t":"did-communication","priority":N,"recipientKeys":["#key-1"],"r":[]}.
+// each {"s":…,"t":"did-communication","priority":N,"recipientKeys":["#key-1"],"r":[]}
+// in unpadded base64url.
+//
+// Credo's isValidPeerDid (checked before resolving) only allows
+// [0-9a-zA-Z=] in service segments, so a base64url "-" or "_" makes Credo
+// refuse the DID. Those appear only for the bytes '>', '?', '~', DEL and
+// non-ASCII; we write such characters of an endpoint as JSON \u escapes,
+// which decode to the same string. For ordinary endpoints the DID is
+// byte-identical to Credo's.
 func NewPeerDID2(pub ed25519.PublicKey, endpoints []string) (string, error) {
 	if err := checkOwnKey(pub); err != nil {
 		return "", err
@@ -500,18 +539,15 @@ func NewPeerDID2(pub ed25519.PublicKey, endpoints []string) (string, error) {
 	sb.WriteString(".E")
 	sb.WriteString(x25519FingerprintFromPub(x))
 	for i, ep := range endpoints {
-		svc, err := jsStringifyValue(struct {
-			S             string   `json:"s"`
-			T             string   `json:"t"`
-			Priority      int      `json:"priority"`
-			RecipientKeys []string `json:"recipientKeys"`
-			R             []string `json:"r"`
-		}{ep, typeDIDComm, i, []string{"#key-1"}, []string{}})
-		if err != nil {
-			return "", fmt.Errorf("%w: %v", ErrInvalidInput, err)
-		}
+		// {"s":…,"t":"did-communication","priority":N,"recipientKeys":["#key-1"],"r":[]}
+		var svc bytes.Buffer
+		svc.WriteString(`{"s":`)
+		writeBase64SafeJSONString(&svc, ep)
+		svc.WriteString(`,"t":"did-communication","priority":`)
+		svc.WriteString(strconv.Itoa(i))
+		svc.WriteString(`,"recipientKeys":["#key-1"],"r":[]}`)
 		sb.WriteString(".S")
-		sb.WriteString(base64.RawURLEncoding.EncodeToString(svc))
+		sb.WriteString(base64.RawURLEncoding.EncodeToString(svc.Bytes()))
 	}
 	return sb.String(), nil
 }

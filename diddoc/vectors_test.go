@@ -52,10 +52,16 @@ type credoVectors struct {
 	LegacyDID        string          `json:"legacyDid"`
 	LegacyDoc        json.RawMessage `json:"legacyDoc"`
 
+	// did:peer:2 for endpoints with characters that need JSON escaping to
+	// keep base64url free of "-"/"_" (Credo's isValidPeerDid).
+	OddEndpoints []string `json:"oddEndpoints"`
+	Peer2OddDID  string   `json:"peer2OddDid"`
+
 	// Whole messages as the mediator would send them.
 	RequestPeer1       json.RawMessage `json:"requestPeer1"`       // didexchange request, did:peer:1 + did_doc~attach (our key)
 	ResponsePeer1      json.RawMessage `json:"responsePeer1"`      // response, did:peer:1 + did_doc~attach signed by our key
 	ResponsePeer1Multi json.RawMessage `json:"responsePeer1Multi"` // same, signed by our key and the invitation key
+	ResponsePeer1Inv   json.RawMessage `json:"responsePeer1Inv"`   // same, signed by the invitation key only
 	ResponsePeer2      json.RawMessage `json:"responsePeer2"`      // response, did:peer:2 + did_rotate~attach (invitation key)
 	ResponsePeer4      json.RawMessage `json:"responsePeer4"`      // response, did:peer:4 + did_rotate~attach (invitation key)
 	ConnectionResponse json.RawMessage `json:"connectionResponse"` // connections/1.0/response with connection~sig (invitation key)
@@ -102,6 +108,10 @@ func buildVectors(t testing.TB) credoVectors {
 	if v.Peer4DID, err = NewPeerDID4(pub, testEndpoints); err != nil {
 		t.Fatal(err)
 	}
+	v.OddEndpoints = []string{"https://mediator.example.org/didcomm?tenant=a~b>c&q=??", "wss://médiateur.example.org/ws"}
+	if v.Peer2OddDID, err = NewPeerDID2(pub, v.OddEndpoints); err != nil {
+		t.Fatal(err)
+	}
 	var legacyDoc []byte
 	if v.LegacyDID, legacyDoc, err = NewLegacyDoc(pub, testEndpoints); err != nil {
 		t.Fatal(err)
@@ -133,6 +143,15 @@ func buildVectors(t testing.TB) credoVectors {
 		"@type": "https://didcomm.org/didexchange/1.1/response", "@id": "44444444-4444-4444-8444-444444444444",
 		"did": v.Peer1DID, "~thread": map[string]any{"thid": thid},
 		"did_doc~attach": attachment{ID: "55555555-5555-4555-8555-555555555555", MimeType: "application/json", Data: attMulti},
+	})
+	attInv, err := SignAttachment(doc1, invitationPriv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.ResponsePeer1Inv = mustJSON(t, map[string]any{
+		"@type": "https://didcomm.org/didexchange/1.1/response", "@id": "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb",
+		"did": v.Peer1DID, "~thread": map[string]any{"thid": thid},
+		"did_doc~attach": attachment{ID: "cccccccc-cccc-4ccc-8ccc-cccccccccccc", MimeType: "application/json", Data: attInv},
 	})
 	rot2, err := SignAttachment([]byte(v.Peer2DID), invitationPriv)
 	if err != nil {

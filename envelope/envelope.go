@@ -113,16 +113,6 @@ type Unpacked struct {
 	SenderKey    string // base58 verkey of the sender; "" for anoncrypt
 }
 
-// wireEnvelope is the outer JSON object. The two potentially large fields
-// decode themselves straight from the input (see protectedField and
-// ciphertextField); iv and tag are tiny and decoded in Parse.
-type wireEnvelope struct {
-	Protected  protectedField  `json:"protected"`
-	IV         *string         `json:"iv"`
-	Ciphertext ciphertextField `json:"ciphertext"`
-	Tag        *string         `json:"tag"`
-}
-
 // wireHeader is the decoded protected header.
 type wireHeader struct {
 	Enc        string          `json:"enc"`
@@ -144,24 +134,22 @@ type wireRecipient struct {
 // decrypting anything, so that the caller can pick a key by Kids. Every
 // structural problem is reported as a wrapped ErrMalformed.
 func Parse(packed []byte) (*Envelope, error) {
-	var w wireEnvelope
-	if err := json.Unmarshal(packed, &w); err != nil {
+	f, err := splitOuter(packed)
+	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
-	if w.Protected.text == nil {
+	switch {
+	case f.protected == nil:
 		return nil, fmt.Errorf("%w: missing protected", ErrMalformed)
-	}
-	if w.IV == nil {
+	case f.iv == nil:
 		return nil, fmt.Errorf("%w: missing iv", ErrMalformed)
-	}
-	if w.Ciphertext == nil {
+	case f.ciphertext == nil:
 		return nil, fmt.Errorf("%w: missing ciphertext", ErrMalformed)
-	}
-	if w.Tag == nil {
+	case f.tag == nil:
 		return nil, fmt.Errorf("%w: missing tag", ErrMalformed)
 	}
 
-	nonce, err := decodeString(*w.IV)
+	nonce, err := appendDecode(f.iv, 0)
 	if err != nil {
 		return nil, fmt.Errorf("%w: iv: %w", ErrMalformed, err)
 	}
@@ -169,27 +157,36 @@ func Parse(packed []byte) (*Envelope, error) {
 		return nil, fmt.Errorf("%w: iv is %d bytes, want %d or %d", ErrMalformed,
 			len(nonce), chacha20poly1305.NonceSize, chacha20poly1305.NonceSizeX)
 	}
-	tag, err := decodeString(*w.Tag)
+	tag, err := appendDecode(f.tag, 0)
 	if err != nil {
 		return nil, fmt.Errorf("%w: tag: %w", ErrMalformed, err)
 	}
 	if len(tag) != tagSize {
 		return nil, fmt.Errorf("%w: tag is %d bytes, want %d", ErrMalformed, len(tag), tagSize)
 	}
-
+	headerJSON, err := appendDecode(f.protected, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%w: protected: %w", ErrMalformed, err)
+	}
 	var h wireHeader
-	if err := json.Unmarshal(w.Protected.decoded, &h); err != nil {
+	if err := json.Unmarshal(headerJSON, &h); err != nil {
 		return nil, fmt.Errorf("%w: protected header: %w", ErrMalformed, err)
 	}
 	e := &Envelope{
-		aad:   w.Protected.text,
+		// Copied: f may alias packed, whose buffer the caller may reuse.
+		aad:   bytes.Clone(f.protected),
 		nonce: nonce,
-		// ciphertextField reserved room for the tag, so this does not copy.
-		sealed: append([]byte(w.Ciphertext), tag...),
 	}
 	if err := e.setHeader(&h); err != nil {
 		return nil, err
 	}
+	// Decoded last: it is the big one, not worth decoding for a bad header.
+	// The spare capacity takes the tag without a copy.
+	sealed, err := appendDecode(f.ciphertext, tagSize)
+	if err != nil {
+		return nil, fmt.Errorf("%w: ciphertext: %w", ErrMalformed, err)
+	}
+	e.sealed = append(sealed, tag...)
 	return e, nil
 }
 

@@ -94,28 +94,15 @@ func resolveRequester(req didExchangeRequest) (diddoc.Resolved, error) {
 	if req.DID == "" {
 		return diddoc.Resolved{}, errors.New("request has no did")
 	}
-	var doc []byte
-	if req.DIDDocAttach != nil {
-		payload, signers, err := diddoc.VerifyAttachment(req.DIDDocAttach.Data)
-		if err != nil {
-			return diddoc.Resolved{}, fmt.Errorf("did_doc~attach: %w", err)
-		}
-		if len(signers) == 0 {
-			return diddoc.Resolved{}, errors.New("did_doc~attach is not signed")
-		}
-		doc = payload
-	}
 	var (
 		res diddoc.Resolved
 		err error
 	)
-	if !strings.HasPrefix(req.DID, "did:") {
-		if doc == nil {
-			return res, errors.New("an unqualified did needs a did_doc~attach")
-		}
-		res, err = diddoc.ResolveLegacy(req.DID, doc)
+	if req.DIDDocAttach != nil {
+		// The signers must be keys of the attached document itself.
+		res, err = diddoc.ResolveSignedDoc(req.DID, req.DIDDocAttach.Data, nil)
 	} else {
-		res, err = diddoc.ResolvePeerDID(req.DID, doc)
+		res, err = diddoc.ResolveDID(req.DID, nil)
 	}
 	if err != nil {
 		return res, fmt.Errorf("resolve %s: %w", didMethod(req.DID), err)

@@ -3,6 +3,7 @@ package queuepg
 import (
 	"context"
 	"crypto/rand"
+	"flag"
 	"fmt"
 	"strings"
 	"testing"
@@ -25,6 +26,9 @@ var payload1K = func() []byte {
 	return []byte(head + strings.Repeat("A", 1024-len(head)-len(tail)) + tail)
 }()
 
+var durable = flag.Bool("durable", false,
+	"benchmark with synchronous_commit on: include the disk's fsync in every commit")
+
 // benchSetup is a migrated database with one mediation connection and its
 // routed recipient key.
 type benchSetup struct {
@@ -38,6 +42,19 @@ func newBenchSetup(tb testing.TB) benchSetup {
 	tb.Helper()
 	pool := pgtest.NewPool(tb)
 	ctx := context.Background()
+	if !*durable {
+		// By default measure the queries, not the disk: on a shared test
+		// machine one WAL fsync takes anywhere from 1 to 60 ms and drowns
+		// everything else. -durable measures what production pays.
+		cfg := pool.Config()
+		cfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
+		fast, err := pgxpool.NewWithConfig(ctx, cfg)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(fast.Close)
+		pool = fast
+	}
 	var raw [32]byte
 	if _, err := rand.Read(raw[:]); err != nil {
 		tb.Fatal(err)
@@ -217,4 +234,37 @@ func TestClaimPlanUsesIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("claim with a 100,000-row backlog:\n%s", plan.String())
+}
+
+// TestClaimIsPlannedPerCall guards perCallPlan: Claim and Stats must not
+// leave a named prepared statement (whose plan would turn generic) behind.
+func TestClaimIsPlannedPerCall(t *testing.T) {
+	s := newBenchSetup(t)
+	cfg := s.pool.Config()
+	cfg.MaxConns = 1 // so the check below sees the connection Claim used
+	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	q := New(pool, Options{})
+	fill(t, pool, s.conn, s.key, 20)
+	for range 10 {
+		if _, err := q.Claim(t.Context(), queue.Filter{ConnectionID: s.conn}, 1, queue.Holder{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := q.Stats(t.Context(), queue.Filter{ConnectionID: s.conn}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var named int
+	err = pool.QueryRow(t.Context(), `SELECT count(*) FROM pg_prepared_statements
+		WHERE (statement LIKE '%FOR UPDATE SKIP LOCKED%' OR statement LIKE '%sum(size_bytes)%')
+		AND statement NOT LIKE '%pg_prepared_statements%'`).Scan(&named)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if named != 0 {
+		t.Errorf("%d named prepared statements for Claim/Stats; their plans would go generic", named)
+	}
 }

@@ -137,6 +137,17 @@ func (q *Queue) Enqueue(ctx context.Context, connectionID, recipientKey string, 
 	return m, nil
 }
 
+// perCallPlan makes pgx send Claim's and Stats' queries as unnamed
+// statements (still one round trip, types cached), so PostgreSQL plans them
+// for the actual connection id every time. As named prepared statements they
+// would switch to a generic plan after five runs, and the generic plan
+// guesses one connection's share of the table from an average: for a wallet
+// coming back to thousands of messages it picked a bitmap scan and sorted the
+// whole backlog on every claim (28 ms instead of 0.3 ms at 30,000 rows),
+// where the plan for the actual id walks the index in order and stops after
+// LIMIT rows. Planning these statements costs about 0.1 ms.
+const perCallPlan = pgx.QueryExecModeCacheDescribe
+
 // claimableSQL is the predicate of a message Claim may hand out: connection
 // and optional key (an empty $2 means any), and either pending or leased to
 // someone whose lease has run out.
@@ -182,7 +193,7 @@ func (q *Queue) Claim(ctx context.Context, f queue.Filter, limit int, h queue.Ho
 	ctx, cancel := context.WithTimeout(ctx, q.timeout)
 	defer cancel()
 
-	rows, err := q.pool.Query(ctx, claimSQL, connID, f.RecipientKey, limit, q.lease, h.Instance, h.Session)
+	rows, err := q.pool.Query(ctx, claimSQL, perCallPlan, connID, f.RecipientKey, limit, q.lease, h.Instance, h.Session)
 	if err != nil {
 		return nil, fmt.Errorf("queuepg: claim: %w", err)
 	}
@@ -219,7 +230,7 @@ func (q *Queue) Stats(ctx context.Context, f queue.Filter) (queue.Stats, error) 
 		s              queue.Stats
 		oldest, newest *time.Time
 	)
-	err := q.pool.QueryRow(ctx, statsSQL, connID, f.RecipientKey).Scan(&s.Count, &s.TotalBytes, &oldest, &newest)
+	err := q.pool.QueryRow(ctx, statsSQL, perCallPlan, connID, f.RecipientKey).Scan(&s.Count, &s.TotalBytes, &oldest, &newest)
 	if err != nil {
 		return queue.Stats{}, fmt.Errorf("queuepg: stats: %w", err)
 	}

@@ -198,6 +198,16 @@ async function run05() {
   await expectOk('resolve our did:peer:2 (PeerDidResolver)', async () => checkDoc(await agent.dids.resolveDidDocument(v.peer2Did)))
   await expectOk('resolve our did:peer:4 long form (PeerDidResolver, hash check)', async () =>
     checkDoc(await agent.dids.resolveDidDocument(v.peer4Did)))
+  await expectOk('resolve our did:peer:2 for endpoints with ?~>é (escaped JSON)', async () => {
+    const doc = await agent.dids.resolveDidDocument(v.peer2OddDid)
+    assertEq(doc.didCommServices.map((s) => s.serviceEndpoint), v.oddEndpoints, 'endpoints')
+    return doc.didCommServices.map((s) => s.serviceEndpoint).join(' ')
+  })
+  await expectFail('NEG the same did:peer:2 with plain (unescaped) base64url service JSON', async () => {
+    const plain = v.peer2OddDid.split('.S')[0] + v.oddEndpoints.map((ep, i) => '.S' + b64u(Buffer.from(JSON.stringify({ s: ep, t: 'did-communication', priority: i, recipientKeys: ['#key-1'], r: [] })))).join('')
+    if (plain === v.peer2OddDid) throw new Error('no difference')
+    await agent.dids.resolveDidDocument(plain)
+  })
   await expectOk('request did:peer:1 + did_doc~attach: extractAttachedDidDocument', async () =>
     checkDoc(await protocol.extractAttachedDidDocument(ctx, resp(v.requestPeer1, core.DidExchangeRequestMessage))))
   await expectOk('response did:peer:1 signed by own key: resolveDidDocument (processResponse path)', async () =>
@@ -206,6 +216,8 @@ async function run05() {
     checkDoc(await protocol.resolveDidDocument(ctx, resp(v.responsePeer1Multi, core.DidExchangeResponseMessage), inv)))
   await expectFail('NEG signatures form without the invitation key trusted', async () =>
     protocol.resolveDidDocument(ctx, resp(v.responsePeer1Multi, core.DidExchangeResponseMessage), []))
+  await expectOk('response did:peer:1 signed by the invitation key only', async () =>
+    checkDoc(await protocol.resolveDidDocument(ctx, resp(v.responsePeer1Inv, core.DidExchangeResponseMessage), inv)))
   await expectFail('NEG did_doc~attach with tampered signature', async () =>
     protocol.resolveDidDocument(ctx, resp(tamperSignature(v.responsePeer1, 'did_doc~attach'), core.DidExchangeResponseMessage), inv))
   await expectFail('NEG did_doc~attach with tampered document', async () =>
@@ -346,6 +358,16 @@ async function run06() {
   await expectOk('resolve our did:peer:2 (PeerDidResolver)', async () => checkDoc(await agent.dids.resolveDidDocument(v.peer2Did)))
   await expectOk('resolve our did:peer:4 long form (PeerDidResolver, hash check)', async () =>
     checkDoc(await agent.dids.resolveDidDocument(v.peer4Did)))
+  await expectOk('resolve our did:peer:2 for endpoints with ?~>é (escaped JSON)', async () => {
+    const doc = await agent.dids.resolveDidDocument(v.peer2OddDid)
+    assertEq(doc.didCommServices.map((s) => s.serviceEndpoint), v.oddEndpoints, 'endpoints')
+    return doc.didCommServices.map((s) => s.serviceEndpoint).join(' ')
+  })
+  await expectFail('NEG the same did:peer:2 with plain (unescaped) base64url service JSON', async () => {
+    const plain = v.peer2OddDid.split('.S')[0] + v.oddEndpoints.map((ep, i) => '.S' + b64u(Buffer.from(JSON.stringify({ s: ep, t: 'did-communication', priority: i, recipientKeys: ['#key-1'], r: [] })))).join('')
+    if (plain === v.peer2OddDid) throw new Error('no difference')
+    await agent.dids.resolveDidDocument(plain)
+  })
   await expectOk('request did:peer:1 + did_doc~attach: extractAttachedDidDocument', async () =>
     checkDoc(await protocol.extractAttachedDidDocument(ctx, resp(v.requestPeer1, Req))))
   await expectOk('response did:peer:1 signed by own key: resolveDidDocument (processResponse path)', async () =>
@@ -354,6 +376,8 @@ async function run06() {
     checkDoc(await protocol.resolveDidDocument(ctx, resp(v.responsePeer1Multi, Resp), inv)))
   await expectFail('NEG signatures form without the invitation key trusted', async () =>
     protocol.resolveDidDocument(ctx, resp(v.responsePeer1Multi, Resp), []))
+  await expectOk('response did:peer:1 signed by the invitation key only', async () =>
+    checkDoc(await protocol.resolveDidDocument(ctx, resp(v.responsePeer1Inv, Resp), inv)))
   await expectFail('NEG did_doc~attach with tampered signature', async () =>
     protocol.resolveDidDocument(ctx, resp(tamperSignature(v.responsePeer1, 'did_doc~attach'), Resp), inv))
   await expectFail('NEG did_doc~attach with tampered document', async () =>
