@@ -30,6 +30,9 @@ const maxKidsTried = 4
 // Pickup is what the agent needs of the pickup service.
 type Pickup interface {
 	Handle(ctx context.Context, c pickup.Conversation, m *didcomm.Message) error
+	// Implicit offers a return-route socket as an implicit pickup channel.
+	Implicit(ctx context.Context, c pickup.Conversation)
+	// MessageQueued wakes the connection's push session on this instance.
 	MessageQueued(ctx context.Context, connectionID string)
 }
 
@@ -201,6 +204,9 @@ func (a *Agent) dispatchConnection(ctx context.Context, in *inbound, conn record
 	}
 	if pickup.Handles(in.msg) {
 		return a.pickup.Handle(ctx, a.conversation(in, conn), in.msg)
+	}
+	if in.session != nil && in.msg.ReturnRoute() == didcomm.ReturnRouteAll {
+		a.pickup.Implicit(ctx, a.conversation(in, conn))
 	}
 	switch t.Key() {
 	case "didexchange/1/complete":

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/openmediator/mediator/didcomm"
@@ -56,12 +57,19 @@ type Conversation struct {
 
 // Options tune the service.
 type Options struct {
-	Instance      string // this process's instance id, recorded on claims
-	MaxBatch      int    // clamp for delivery-request limit and batch_size (default 100)
-	LiveBatch     int    // messages per live push (default 10, as Credo)
-	Logger        *slog.Logger
-	Now           func() time.Time
-	DeliveryRetry time.Duration // how long a failed live push waits before the next attempt (default 1s)
+	Instance  string // this process's instance id, recorded on claims
+	MaxBatch  int    // clamp for delivery-request limit and batch_size (default 100)
+	LiveBatch int    // messages per live push (default 10, as Credo)
+	Logger    *slog.Logger
+	Now       func() time.Time
+	// Registry records live sessions cluster-wide; nil keeps them local.
+	Registry Registry
+	// Implicit enables implicit pickup: a WebSocket that sends any
+	// non-pickup message with return_route "all" gets queued messages pushed
+	// raw (older wallets' "Implicit" strategy).
+	Implicit bool
+	// PushTimeout bounds one push to a socket (default 30s).
+	PushTimeout time.Duration
 }
 
 // Service answers pickup messages and pushes to live sessions on this instance.
@@ -69,14 +77,19 @@ type Service struct {
 	queue Queue
 	opts  Options
 
-	mu   sync.Mutex
-	live map[string]*liveSession // by connection id
+	mu         sync.Mutex
+	live       map[string]*liveSession // by connection id
+	usesPickup map[string]bool         // socket ids that spoke a pickup protocol
+	wg         sync.WaitGroup
 }
 
-// liveSession is a socket on this instance with live mode on.
+// liveSession is a socket on this instance that receives pushes.
 type liveSession struct {
-	conv    Conversation
-	pushing sync.Mutex // one push at a time per session keeps order
+	conv     Conversation
+	protocol string      // queue.ProtocolLiveV2 or queue.ProtocolImplicit
+	pushing  sync.Mutex  // one push at a time per session keeps order
+	again    atomic.Bool // a wake-up arrived during a push: push once more
+	ended    atomic.Bool
 }
 
 // New returns a pickup service over q.
@@ -93,7 +106,10 @@ func New(q Queue, opts Options) *Service {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Service{queue: q, opts: opts, live: make(map[string]*liveSession)}
+	if opts.PushTimeout <= 0 {
+		opts.PushTimeout = 30 * time.Second
+	}
+	return &Service{queue: q, opts: opts, live: make(map[string]*liveSession), usesPickup: make(map[string]bool)}
 }
 
 // Handles reports whether m belongs to a pickup protocol version we speak.
@@ -103,6 +119,7 @@ func Handles(m *didcomm.Message) bool {
 
 // Handle processes one pickup message.
 func (s *Service) Handle(ctx context.Context, c Conversation, m *didcomm.Message) error {
+	s.markPickupSocket(c.Session)
 	switch m.MsgType.Key() {
 	case "messagepickup/2/status-request":
 		return s.statusRequest(ctx, c, m)
@@ -284,6 +301,8 @@ func (s *Service) messagesReceived(ctx context.Context, c Conversation, m *didco
 			return fmt.Errorf("pickup: messages-received: %w", err)
 		}
 		s.opts.Logger.DebugContext(ctx, "messages acknowledged", "connection", c.ConnectionID, "named", len(req.MessageIDList), "deleted", n)
+		// A live wallet that acknowledged a push is ready for the next one.
+		s.MessageQueued(ctx, c.ConnectionID)
 	}
 	st, err := s.buildStatus(ctx, m, queue.Filter{ConnectionID: c.ConnectionID}, "", s.liveFlag(c))
 	if err != nil {
@@ -311,7 +330,9 @@ func (s *Service) liveDeliveryChange(ctx context.Context, c Conversation, m *did
 				codeLiveModeNotSupported, "Connection does not support Live Delivery", true)
 			return c.Send(ctx, pr)
 		}
-		s.setLive(c)
+		if err := s.setLive(ctx, c, queue.ProtocolLiveV2); err != nil {
+			return err
+		}
 	} else {
 		s.unsetLive(c.ConnectionID, c.Session)
 	}
@@ -322,72 +343,244 @@ func (s *Service) liveDeliveryChange(ctx context.Context, c Conversation, m *did
 	return c.Send(ctx, st)
 }
 
-// setLive makes c's socket the connection's live session on this instance,
-// replacing an older one, and ends it when the socket closes.
-func (s *Service) setLive(c Conversation) {
-	ls := &liveSession{conv: c}
+// setLive makes c's socket the connection's push session on this instance,
+// replacing an older one, and ends it when the socket closes. Messages
+// already queued are pushed at once: a wallet reconnecting after a crash
+// must not wait for the next forward.
+func (s *Service) setLive(ctx context.Context, c Conversation, protocol string) error {
+	ls := &liveSession{conv: c, protocol: protocol}
+	if reg := s.opts.Registry; reg != nil {
+		err := reg.RegisterSession(ctx, queue.Session{ID: c.Session.ID(), ConnectionID: c.ConnectionID,
+			Instance: s.opts.Instance, Protocol: protocol})
+		if err != nil {
+			return fmt.Errorf("pickup: register live session: %w", err)
+		}
+	}
 	s.mu.Lock()
+	old := s.live[c.ConnectionID]
 	s.live[c.ConnectionID] = ls
 	s.mu.Unlock()
-	go func() {
-		<-c.Session.Done()
-		s.unsetLive(c.ConnectionID, c.Session)
-	}()
+	if old != nil && old.conv.Session.ID() == c.Session.ID() {
+		old.ended.Store(true) // same socket changed mode; its watcher is running
+	} else {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			<-c.Session.Done()
+			s.endSession(c.ConnectionID, c.Session.ID())
+		}()
+	}
+	s.opts.Logger.InfoContext(ctx, "live session", "connection", c.ConnectionID, "session", c.Session.ID(), "protocol", protocol)
+	s.wake(ctx, ls)
+	return nil
+}
+
+// endSession forgets a closed socket and returns what it held to the queue.
+func (s *Service) endSession(connectionID, sessionID string) {
+	s.mu.Lock()
+	if ls, ok := s.live[connectionID]; ok && ls.conv.Session.ID() == sessionID {
+		ls.ended.Store(true)
+		delete(s.live, connectionID)
+	}
+	delete(s.usesPickup, sessionID)
+	s.mu.Unlock()
+	if reg := s.opts.Registry; reg != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := reg.UnregisterSession(ctx, sessionID); err != nil {
+			s.opts.Logger.Warn("unregister live session failed; the janitor removes it", "session", sessionID, "err", err)
+		}
+	}
 }
 
 func (s *Service) unsetLive(connectionID string, sess transport.Session) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if ls, ok := s.live[connectionID]; ok && (sess == nil || ls.conv.Session.ID() == sess.ID()) {
+		ls.ended.Store(true)
 		delete(s.live, connectionID)
 	}
 }
 
-// LiveSessions is the number of live sessions on this instance.
+// markPickupSocket remembers that a socket speaks a pickup protocol, so it
+// is never treated as an implicit-pickup socket.
+func (s *Service) markPickupSocket(sess transport.Session) {
+	if sess == nil || sess.Kind() != transport.KindWebSocket {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.usesPickup[sess.ID()] {
+		return
+	}
+	s.usesPickup[sess.ID()] = true
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		<-sess.Done()
+		s.mu.Lock()
+		delete(s.usesPickup, sess.ID())
+		s.mu.Unlock()
+	}()
+}
+
+// Implicit is called for a non-pickup message that asked for return_route
+// "all": on a WebSocket that never spoke a pickup protocol, the socket
+// becomes the wallet's implicit pickup channel and queued messages are
+// pushed on it raw.
+func (s *Service) Implicit(ctx context.Context, c Conversation) {
+	if !s.opts.Implicit || c.Session == nil || c.Session.Kind() != transport.KindWebSocket {
+		return
+	}
+	s.mu.Lock()
+	spoke := s.usesPickup[c.Session.ID()]
+	cur, exists := s.live[c.ConnectionID]
+	s.mu.Unlock()
+	if spoke || (exists && cur.conv.Session.ID() == c.Session.ID()) {
+		if exists {
+			s.wake(ctx, cur)
+		}
+		return
+	}
+	if err := s.setLive(ctx, c, queue.ProtocolImplicit); err != nil {
+		s.opts.Logger.WarnContext(ctx, "implicit pickup session not started", "connection", c.ConnectionID, "err", err)
+	}
+}
+
+// LiveSessions is the number of push sessions on this instance.
 func (s *Service) LiveSessions() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.live)
 }
 
-// MessageQueued is called after a message for connectionID was queued: if the
-// wallet has a live session here, the pending messages are pushed at once.
-// A failed push leaves them queued; it never fails the forward.
+// HasLiveSession tells whether connectionID has a push session here.
+func (s *Service) HasLiveSession(connectionID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.live[connectionID]
+	return ok
+}
+
+// MessageQueued wakes the connection's push session on this instance, if
+// there is one. It returns at once: the push runs in the background, and a
+// failed push leaves the messages queued. Notifications from other
+// instances and reconcile passes call it too.
 func (s *Service) MessageQueued(ctx context.Context, connectionID string) {
 	s.mu.Lock()
 	ls, ok := s.live[connectionID]
 	s.mu.Unlock()
-	if !ok {
-		return
+	if ok {
+		s.wake(ctx, ls)
 	}
-	s.push(ctx, ls)
 }
 
-// push sends the live session one delivery with up to LiveBatch claimable
-// messages. Further messages follow the wallet's own status/delivery-request
-// loop after its messages-received, as Credo expects.
-func (s *Service) push(ctx context.Context, ls *liveSession) {
-	if !ls.pushing.TryLock() {
-		return // a push is under way; the wallet's next status round picks the rest up
+// Reconcile wakes every push session on this instance, so messages whose
+// notification was lost or whose lease ran out are delivered.
+func (s *Service) Reconcile(ctx context.Context) {
+	s.mu.Lock()
+	sessions := make([]*liveSession, 0, len(s.live))
+	for _, ls := range s.live {
+		sessions = append(sessions, ls)
 	}
-	defer ls.pushing.Unlock()
+	s.mu.Unlock()
+	for _, ls := range sessions {
+		s.wake(ctx, ls)
+	}
+}
+
+// wake runs a push in the background unless one is under way, in which
+// case that one goes round once more.
+func (s *Service) wake(ctx context.Context, ls *liveSession) {
+	ls.again.Store(true)
+	if !ls.pushing.TryLock() {
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer ls.pushing.Unlock()
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.PushTimeout)
+		defer cancel()
+		for ls.again.Swap(false) && !ls.ended.Load() {
+			more, err := s.pushOnce(ctx, ls)
+			if err != nil {
+				return
+			}
+			if more {
+				ls.again.Store(true)
+			}
+		}
+	}()
+}
+
+// pushOnce sends one batch and tells whether another may be waiting.
+// Live (v2) pushes are wrapped in a delivery and wait for messages-received;
+// implicit pushes are raw envelopes, each deleted once written.
+func (s *Service) pushOnce(ctx context.Context, ls *liveSession) (bool, error) {
 	c := ls.conv
 	msgs, err := s.queue.Claim(ctx, queue.Filter{ConnectionID: c.ConnectionID}, s.opts.LiveBatch, s.holder(c))
 	if err != nil {
 		s.opts.Logger.WarnContext(ctx, "live push: claim failed", "connection", c.ConnectionID, "err", err)
-		return
+		return false, err
 	}
 	if len(msgs) == 0 {
-		return
+		return false, nil
+	}
+	if ls.protocol == queue.ProtocolImplicit {
+		return s.pushRaw(ctx, ls, msgs)
 	}
 	d := buildDelivery(didcomm.NewHeader(TypeV2Delivery), "", msgs)
 	if err := c.Send(ctx, d); err != nil {
-		s.opts.Logger.InfoContext(ctx, "live push failed; messages stay queued", "connection", c.ConnectionID, "count", len(msgs), "err", err)
-		s.release(ctx, c.ConnectionID, msgs)
-		s.unsetLive(c.ConnectionID, c.Session)
-		return
+		s.dropAfterFailedPush(ctx, ls, msgs, err)
+		return false, err
 	}
 	s.opts.Logger.DebugContext(ctx, "live push", "connection", c.ConnectionID, "count", len(msgs))
+	// The next batch follows the wallet's messages-received.
+	return false, nil
+}
+
+func (s *Service) pushRaw(ctx context.Context, ls *liveSession, msgs []queue.Message) (bool, error) {
+	c := ls.conv
+	written := make([]string, 0, len(msgs))
+	var sendErr error
+	for _, qm := range msgs {
+		if sendErr = c.Session.Send(ctx, qm.Payload); sendErr != nil {
+			break
+		}
+		written = append(written, qm.ID)
+	}
+	if len(written) > 0 {
+		// Implicit pickup has no acknowledgement: a message written to the
+		// socket is delivered.
+		if _, err := s.queue.Ack(context.WithoutCancel(ctx), c.ConnectionID, written); err != nil {
+			s.opts.Logger.WarnContext(ctx, "implicit push: delete failed; messages will be sent again", "connection", c.ConnectionID, "err", err)
+		}
+	}
+	if sendErr != nil {
+		s.dropAfterFailedPush(ctx, ls, msgs[len(written):], sendErr)
+		return false, sendErr
+	}
+	s.opts.Logger.DebugContext(ctx, "implicit push", "connection", c.ConnectionID, "count", len(written))
+	return len(msgs) == s.opts.LiveBatch, nil
+}
+
+func (s *Service) dropAfterFailedPush(ctx context.Context, ls *liveSession, unsent []queue.Message, err error) {
+	s.opts.Logger.InfoContext(ctx, "push failed; messages stay queued", "connection", ls.conv.ConnectionID, "count", len(unsent), "err", err)
+	s.release(ctx, ls.conv.ConnectionID, unsent)
+	s.unsetLive(ls.conv.ConnectionID, ls.conv.Session)
+}
+
+// Close waits for background pushes and session clean-ups to finish.
+func (s *Service) Close(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("pickup: close: %w", ctx.Err())
+	}
 }
 
 type batchPickup struct {

@@ -21,3 +21,14 @@ type Queue interface {
 	// Release puts claimed messages back to pending (e.g. a write failed).
 	Release(ctx context.Context, connectionID string, ids []string) error
 }
+
+// Registry is the cluster-wide record of live sessions: which instance holds
+// a socket on which a connection receives pushes. Forwards accepted on any
+// instance use it to wake the right one.
+type Registry interface {
+	// RegisterSession records a live session on this instance.
+	RegisterSession(ctx context.Context, s queue.Session) error
+	// UnregisterSession removes that one session (never another socket's)
+	// and puts the messages it held in flight back to pending.
+	UnregisterSession(ctx context.Context, sessionID string) error
+}

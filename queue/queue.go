@@ -41,3 +41,17 @@ type Stats struct {
 	Oldest     time.Time // zero when Count is 0
 	Newest     time.Time // zero when Count is 0
 }
+
+// Session protocols recorded in the live-session registry.
+const (
+	ProtocolLiveV2   = "v2"       // pickup 2.0 live mode: pushes wrapped in delivery, removed on messages-received
+	ProtocolImplicit = "implicit" // raw envelopes on a return-route socket, removed once written
+)
+
+// Session is a live delivery session held by one instance.
+type Session struct {
+	ID           string // the transport session (socket) id
+	ConnectionID string
+	Instance     string
+	Protocol     string // ProtocolLiveV2 or ProtocolImplicit
+}

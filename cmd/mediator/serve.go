@@ -32,6 +32,8 @@ Example:
 				Usage: "`DURATION` between server pings on WebSockets; a socket silent for twice this is closed"},
 			&cli.Int64Flag{Name: "max-message-bytes", Value: 5 << 20, EnvVars: []string{"MEDIATOR_MAX_MESSAGE_BYTES"},
 				Usage: "largest inbound message in `BYTES` (HTTP 413 / WebSocket close 1009 above it)"},
+			&cli.BoolFlag{Name: "implicit-pickup", Value: true, EnvVars: []string{"MEDIATOR_IMPLICIT_PICKUP"},
+				Usage: "push queued messages raw on a WebSocket that sends any message with return_route \"all\" and no pickup protocol (older wallets' Implicit mode)"},
 			&cli.BoolFlag{Name: "auto-grant", Value: true, EnvVars: []string{"MEDIATOR_AUTO_GRANT"},
 				Usage: "grant every mediation request (false: deny them)"},
 		),
@@ -58,7 +60,7 @@ func runServe(c *cli.Context) error {
 		log.Warn("no --database-url: running on the in-memory store; connections, keys and queued messages are lost on restart")
 	}
 	instance := instanceID()
-	pk := pickup.New(st.queue, pickup.Options{Instance: instance, Logger: log})
+	pk := pickup.New(st.queue, pickup.Options{Instance: instance, Logger: log, Implicit: c.Bool("implicit-pickup")})
 	agent, err := mediator.New(ctx, mediator.Config{
 		Endpoints: eps, Label: c.String(flagLabel.Name), AutoGrant: c.Bool("auto-grant"), Logger: log,
 	}, st.store, st.queue, st.keys, pk)
