@@ -142,10 +142,11 @@ func (h *httpSession) result() (status, outBytes int) {
 	return h.status, h.outBytes
 }
 
-// watchdogGrace is how long after HandlerTimeout a handler that ignores its
-// context may run before the client is answered 503.
+// watchdogGrace is how long after HandlerTimeout a handler may still run
+// (cleaning up after its context expired, say) before the client is answered
+// 503: a quarter of HandlerTimeout, within [minWatchdogGrace, maxWatchdogGrace].
 func watchdogGrace(handlerTimeout time.Duration) time.Duration {
-	return min(handlerTimeout/4, maxWatchdogGrace)
+	return min(max(handlerTimeout/4, minWatchdogGrace), maxWatchdogGrace)
 }
 
 // serveHTTPMessage handles one DIDComm POST.

@@ -32,8 +32,8 @@
 //     accepted that may be lost; 503 tells it to retry
 //   - any other error or a panic                     → 500
 //   - a handler that ignores its context and is still running
-//     HandlerTimeout plus a grace (a quarter of HandlerTimeout, at most 2s)
-//     later: the client gets 503 then; the handler keeps the request
+//     HandlerTimeout plus a grace (a quarter of HandlerTimeout, within
+//     0.5s..2s) later: the client gets 503 then; the handler keeps the request
 //     goroutine until it returns and its later Sends return ErrClosed.
 //
 // WebSocket. Text and binary frames are accepted (Credo sends binary), each
@@ -130,7 +130,8 @@ type Config struct {
 	PingInterval time.Duration
 	// WriteTimeout bounds one WS frame / HTTP reply write (default 10s).
 	WriteTimeout time.Duration
-	// HandlerTimeout bounds one message's processing (default 10s); see the
+	// HandlerTimeout bounds one message's processing (default 10s) on both
+	// transports: it is the deadline of the handler's context. See the
 	// package documentation for what HTTP clients get when it passes.
 	HandlerTimeout time.Duration
 	// Other serves every request that is not a DIDComm POST or WS upgrade
@@ -160,8 +161,10 @@ const (
 	idleTimeout = 2 * time.Minute
 	// maxHeaderBytes bounds request headers (Serve only).
 	maxHeaderBytes = 64 << 10
-	// maxWatchdogGrace caps the extra time a handler ignoring its context
-	// gets before the HTTP client is answered 503.
+	// minWatchdogGrace and maxWatchdogGrace bound the extra time a handler
+	// still running after HandlerTimeout gets before the HTTP client is
+	// answered 503.
+	minWatchdogGrace = 500 * time.Millisecond
 	maxWatchdogGrace = 2 * time.Second
 )
 

@@ -143,9 +143,7 @@ func (c *wsSession) pingLoop() {
 			return
 		case <-t.C:
 		}
-		c.srv.log.Debug("DIAG ping")
 		err := c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.srv.cfg.WriteTimeout))
-		c.srv.log.Debug("DIAG ping sent", "err", err)
 		if err != nil {
 			if !errors.Is(err, websocket.ErrCloseSent) {
 				c.srv.log.Debug("websocket ping failed; closing", "session", c.id, "remote", c.remote, "err", err)
@@ -296,7 +294,6 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	// The size limit is enforced in run, so the 1009 close carries a reason.
 	conn.SetReadLimit(0)
 	conn.SetPongHandler(func(string) error {
-		s.log.Debug("DIAG pong")
 		c.extendReadDeadline()
 		return nil
 	})
