@@ -322,8 +322,8 @@ func (e *Envelope) open(r *recipient, priv ed25519.PrivateKey) (Unpacked, error)
 	if !bytes.Equal(priv[32:], r.pub[:]) {
 		return Unpacked{}, fmt.Errorf("%w: private key does not belong to kid %s", ErrDecrypt, r.kid)
 	}
-	ourPub, err := edPublicToX25519(r.pub[:])
-	if err != nil {
+	var us peer
+	if err := us.set(r.pub[:]); err != nil {
 		return Unpacked{}, fmt.Errorf("%w: recipient key %s: %w", ErrDecrypt, r.kid, err)
 	}
 	var ourPriv [32]byte
@@ -334,12 +334,12 @@ func (e *Envelope) open(r *recipient, priv ed25519.PrivateKey) (Unpacked, error)
 	defer clear(cekBuf[:])
 	var senderKey string
 	if e.anon {
-		if _, ok := box.OpenAnonymous(cekBuf[:0], r.encKey, &ourPub, &ourPriv); !ok {
+		if _, ok := openAnonymous(cekBuf[:0], r.encKey, &us.u, &ourPriv); !ok {
 			return Unpacked{}, fmt.Errorf("%w: content key (anoncrypt) for %s", ErrDecrypt, r.kid)
 		}
 	} else {
 		var b58 [maxB58KeyLen]byte
-		s, ok := box.OpenAnonymous(b58[:0], r.sender, &ourPub, &ourPriv)
+		s, ok := openAnonymous(b58[:0], r.sender, &us.u, &ourPriv)
 		if !ok {
 			return Unpacked{}, fmt.Errorf("%w: sender for %s", ErrDecrypt, r.kid)
 		}
@@ -347,11 +347,11 @@ func (e *Envelope) open(r *recipient, priv ed25519.PrivateKey) (Unpacked, error)
 		if err := decodeVerkey(senderEd[:], string(s)); err != nil {
 			return Unpacked{}, fmt.Errorf("%w: sender key: %w", ErrMalformed, err)
 		}
-		senderX, err := edPublicToX25519(senderEd[:])
-		if err != nil {
+		var sender peer
+		if err := sender.set(senderEd[:]); err != nil {
 			return Unpacked{}, fmt.Errorf("%w: sender key: %w", ErrMalformed, err)
 		}
-		if _, ok := box.Open(cekBuf[:0], r.encKey, &r.iv, &senderX, &ourPriv); !ok {
+		if _, ok := boxOpen(cekBuf[:0], r.encKey, &r.iv, &sender.p, &ourPriv); !ok {
 			return Unpacked{}, fmt.Errorf("%w: content key (authcrypt) for %s", ErrDecrypt, r.kid)
 		}
 		senderKey = string(s)

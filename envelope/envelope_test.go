@@ -202,13 +202,14 @@ func TestPackErrors(t *testing.T) {
 		{"bad second recipient", alice, []ed25519.PublicKey{pubOf(bob), identity}},
 		{"short sender key", alice[:32], []ed25519.PublicKey{pubOf(bob)}},
 		{"empty sender key", ed25519.PrivateKey{}, []ed25519.PublicKey{pubOf(bob)}},
+		{"small-order sender key", append(alice.Seed(), identity...), []ed25519.PublicKey{pubOf(bob)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			if _, err := PackAuthcrypt([]byte("x"), tt.sender, tt.recipients...); err == nil {
 				t.Error("PackAuthcrypt: no error")
 			}
-			if len(tt.sender) == ed25519.PrivateKeySize {
+			if !strings.Contains(tt.name, "sender") {
 				if _, err := PackAnoncrypt([]byte("x"), tt.recipients...); err == nil {
 					t.Error("PackAnoncrypt: no error")
 				}
@@ -341,5 +342,38 @@ func TestErrorsWrapped(t *testing.T) {
 	_, err := Parse([]byte(`{"protected":"e30","iv":"AAAAAAAAAAAAAAAA","ciphertext":"","tag":"AAAAAAAAAAAAAAAAAAAAAA"}`))
 	if !errors.Is(err, ErrMalformed) || !strings.HasPrefix(err.Error(), ErrMalformed.Error()+": ") {
 		t.Errorf("err = %v", err)
+	}
+}
+
+// TestOpenConcurrent exercises the documented guarantee that an Envelope may
+// be opened from several goroutines (run with -race).
+func TestOpenConcurrent(t *testing.T) {
+	alice, bob, carol := testKey("alice"), testKey("bob"), testKey("carol")
+	packed, err := PackAuthcrypt([]byte("shared"), alice, pubOf(bob), pubOf(carol))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := Parse(packed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 8)
+	for i := range 8 {
+		go func() {
+			k := bob
+			if i%2 == 1 {
+				k = carol
+			}
+			u, err := e.Open(verkey(k), k)
+			if err == nil && string(u.Plaintext) != "shared" {
+				err = fmt.Errorf("plaintext %q", u.Plaintext)
+			}
+			errs <- err
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
 	}
 }

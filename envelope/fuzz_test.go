@@ -106,3 +106,54 @@ func mustBase58(t *testing.T, s string) ed25519.PublicKey {
 	}
 	return b[:]
 }
+
+// FuzzSplitOuter checks the fast path of splitOuter against encoding/json:
+// whatever scanOuter accepts, encoding/json decodes to the same fields, or
+// the input is one that Parse rejects anyway.
+func FuzzSplitOuter(f *testing.F) {
+	addSeeds(f)
+	for _, s := range []string{
+		`{"protected":"a","protected":"b","iv":"","ciphertext":"","tag":""}`,
+		` { "iv" : "x" , "tag":"y","ciphertext":"z","protected":"w" } `,
+		"{\"iv\":\"a\x01b\",\"tag\":\"\",\"ciphertext\":\"\",\"protected\":\"\"}",
+		"{\"iv\":\"a\xffb\",\"tag\":\"\",\"ciphertext\":\"\",\"protected\":\"\"}",
+		`{"iv":"a\"b","tag":"","ciphertext":"","protected":""}`,
+		`{"IV":"a","tag":"","ciphertext":"","protected":""}`,
+		`{"iv":"a",}`, `{"iv":"a"}x`, `{"iv":"a"`, `{"iv" "a"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fast, ok := scanOuter(data)
+		if !ok {
+			return
+		}
+		var w struct {
+			Protected  *string `json:"protected"`
+			IV         *string `json:"iv"`
+			Ciphertext *string `json:"ciphertext"`
+			Tag        *string `json:"tag"`
+		}
+		if err := json.Unmarshal(data, &w); err != nil {
+			if _, perr := Parse(data); perr == nil {
+				t.Fatalf("fast path accepted invalid JSON (%v) and Parse succeeded", err)
+			}
+			return
+		}
+		for _, c := range []struct {
+			fast []byte
+			slow *string
+		}{{fast.protected, w.Protected}, {fast.iv, w.IV}, {fast.ciphertext, w.Ciphertext}, {fast.tag, w.Tag}} {
+			if (c.fast == nil) != (c.slow == nil) {
+				t.Fatalf("fast %q, encoding/json %v", c.fast, c.slow)
+			}
+			// encoding/json replaces invalid UTF-8; such values are not
+			// base64 either way, so Parse must fail.
+			if c.slow != nil && string(c.fast) != *c.slow {
+				if _, err := Parse(data); err == nil {
+					t.Fatalf("fast %q, encoding/json %q, and Parse succeeded", c.fast, *c.slow)
+				}
+			}
+		}
+	})
+}

@@ -4,9 +4,6 @@ import (
 	"crypto/ed25519"
 	"crypto/sha512"
 	"errors"
-	"fmt"
-
-	"filippo.io/edwards25519"
 )
 
 // PublicKeyToX25519 converts an Ed25519 public key to the X25519 public key
@@ -15,9 +12,10 @@ import (
 // are not on the curve and points of small order, whose Diffie-Hellman
 // results are predictable.
 //
-// Unlike libsodium it does not reject points with a small-order component:
-// X25519 clears that component, so such a key shares its secrets with the
-// prime-order key and gives a forger nothing, and Askar accepts them too.
+// Unlike libsodium it does not reject points with a small-order component
+// (a full subgroup check would cost a scalar multiplication): X25519 clears
+// that component, so such a key shares its secrets with its prime-order part,
+// and only the holder of that part's secret can use it.
 func PublicKeyToX25519(pub ed25519.PublicKey) ([]byte, error) {
 	x, err := edPublicToX25519(pub)
 	if err != nil {
@@ -29,19 +27,11 @@ func PublicKeyToX25519(pub ed25519.PublicKey) ([]byte, error) {
 var errSmallOrder = errors.New("public key is a small-order point")
 
 func edPublicToX25519(pub []byte) ([32]byte, error) {
-	var x [32]byte
-	if len(pub) != ed25519.PublicKeySize {
-		return x, fmt.Errorf("public key is %d bytes, want %d", len(pub), ed25519.PublicKeySize)
+	var k peer
+	if err := k.set(pub); err != nil {
+		return [32]byte{}, err
 	}
-	var p, p8 edwards25519.Point
-	if _, err := p.SetBytes(pub); err != nil {
-		return x, fmt.Errorf("public key is not an Ed25519 point: %w", err)
-	}
-	if p8.MultByCofactor(&p).Equal(edwards25519.NewIdentityPoint()) == 1 {
-		return x, errSmallOrder
-	}
-	copy(x[:], p.BytesMontgomery())
-	return x, nil
+	return k.u, nil
 }
 
 // PrivateKeyToX25519 converts an Ed25519 private key to the X25519 private key

@@ -8,9 +8,9 @@ import (
 	"errors"
 	"fmt"
 
+	"filippo.io/edwards25519"
 	"github.com/mr-tron/base58"
 	"golang.org/x/crypto/chacha20poly1305"
-	"golang.org/x/crypto/nacl/box"
 )
 
 // PackAuthcrypt encrypts plaintext for each recipient, authenticated as
@@ -22,6 +22,12 @@ import (
 func PackAuthcrypt(plaintext []byte, sender ed25519.PrivateKey, recipients ...ed25519.PublicKey) ([]byte, error) {
 	if len(sender) != ed25519.PrivateKeySize {
 		return nil, fmt.Errorf("envelope: sender private key is %d bytes, want %d", len(sender), ed25519.PrivateKeySize)
+	}
+	// Recipients would refuse a message from an unusable sender key; say so
+	// here rather than emit it.
+	var p edwards25519.Point
+	if err := setPoint(&p, sender[ed25519.SeedSize:]); err != nil {
+		return nil, fmt.Errorf("envelope: sender key: %w", err)
 	}
 	return pack(plaintext, sender, recipients)
 }
@@ -91,8 +97,8 @@ func pack(plaintext []byte, sender ed25519.PrivateKey, recipients []ed25519.Publ
 	var keyBuf [anonKeySize]byte         // wrapped content key
 	var senderBuf [maxSenderBoxSize]byte // sealed sender verkey
 	for i, pub := range recipients {
-		recipX, err := edPublicToX25519(pub)
-		if err != nil {
+		var to peer
+		if err := to.set(pub); err != nil {
 			return nil, fmt.Errorf("envelope: recipient %d: %w", i, err)
 		}
 		if i > 0 {
@@ -100,7 +106,7 @@ func pack(plaintext []byte, sender ed25519.PrivateKey, recipients []ed25519.Publ
 		}
 		header = append(header, hdrEncKey...)
 		if anon {
-			wrapped, err := box.SealAnonymous(keyBuf[:0], cek[:], &recipX, rand.Reader)
+			wrapped, err := sealAnonymous(keyBuf[:0], cek[:], &to)
 			if err != nil {
 				return nil, fmt.Errorf("envelope: %w", err)
 			}
@@ -112,8 +118,12 @@ func pack(plaintext []byte, sender ed25519.PrivateKey, recipients []ed25519.Publ
 			if _, err := rand.Read(iv[:]); err != nil {
 				return nil, fmt.Errorf("envelope: %w", err)
 			}
-			header = b64.AppendEncode(header, box.Seal(keyBuf[:0], cek[:], &iv, &recipX, &senderX))
-			sealedSender, err := box.SealAnonymous(senderBuf[:0], senderB58, &recipX, rand.Reader)
+			wrapped, err := boxSeal(keyBuf[:0], cek[:], &iv, &to.p, &senderX)
+			if err != nil {
+				return nil, fmt.Errorf("envelope: %w", err)
+			}
+			header = b64.AppendEncode(header, wrapped)
+			sealedSender, err := sealAnonymous(senderBuf[:0], senderB58, &to)
 			if err != nil {
 				return nil, fmt.Errorf("envelope: %w", err)
 			}
