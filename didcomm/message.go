@@ -183,6 +183,16 @@ func (m *Message) AllowsReplyOnThread(thid string) bool {
 	}
 }
 
+// ReplyThreadID is the thread an outbound message belongs to ("" when it
+// starts none); it decides whether a return_route "thread" transport may
+// carry it.
+func (h Header) ReplyThreadID() string {
+	if h.Thread != nil && h.Thread.ID != "" {
+		return h.Thread.ID
+	}
+	return h.ID
+}
+
 // NewHeader starts an outbound message of type uri with a fresh @id.
 func NewHeader(uri string) Header {
 	return Header{Type: uri, ID: uuid.NewString()}

@@ -18,7 +18,9 @@ import (
 	"github.com/openmediator/mediator/didcomm"
 	"github.com/openmediator/mediator/envelope"
 	"github.com/openmediator/mediator/keyring"
+	"github.com/openmediator/mediator/notify"
 	"github.com/openmediator/mediator/pickup"
+	"github.com/openmediator/mediator/queue"
 	"github.com/openmediator/mediator/record"
 	"github.com/openmediator/mediator/transport"
 )
@@ -34,6 +36,8 @@ type Pickup interface {
 	Implicit(ctx context.Context, c pickup.Conversation)
 	// MessageQueued wakes the connection's push session on this instance.
 	MessageQueued(ctx context.Context, connectionID string)
+	// HasLiveSession tells whether the connection has a push session here.
+	HasLiveSession(connectionID string) bool
 }
 
 // Config is the agent's configuration.
@@ -44,7 +48,12 @@ type Config struct {
 	Label     string
 	// AutoGrant grants every mediate-request; otherwise they are denied.
 	AutoGrant bool
-	Logger    *slog.Logger
+	// Instance is this process's id in the live-session registry.
+	Instance string
+	// Notifier hears of messages queued for wallets that are offline
+	// everywhere (webhook / push). Optional.
+	Notifier notify.Notifier
+	Logger   *slog.Logger
 }
 
 // Agent is the mediator's DIDComm agent. It implements transport.Handler.
@@ -203,7 +212,14 @@ func (a *Agent) dispatchConnection(ctx context.Context, in *inbound, conn record
 		conn.State = record.StateCompleted
 	}
 	if pickup.Handles(in.msg) {
-		return a.pickup.Handle(ctx, a.conversation(in, conn), in.msg)
+		err := a.pickup.Handle(ctx, a.conversation(in, conn), in.msg)
+		if errors.Is(err, pickup.ErrNoReturnRoute) {
+			// Pickup replies are never queued (RFC 0685): without a return
+			// route there is nowhere to put them.
+			a.log.InfoContext(ctx, "pickup message without return route; reply dropped", "connection", conn.ID, "type", in.msg.Type)
+			return nil
+		}
+		return err
 	}
 	if in.session != nil && in.msg.ReturnRoute() == didcomm.ReturnRouteAll {
 		a.pickup.Implicit(ctx, a.conversation(in, conn))
@@ -227,6 +243,10 @@ func (a *Agent) dispatchConnection(ctx context.Context, in *inbound, conn record
 		return a.handleKeylistQuery(ctx, in, conn)
 	case "out-of-band/1/handshake-reuse":
 		return a.handleReuse(ctx, in, conn)
+	case "push-notifications-fcm/1/set-device-info":
+		return a.handleSetDeviceInfo(ctx, in, conn)
+	case "push-notifications-fcm/1/get-device-info":
+		return a.handleGetDeviceInfo(ctx, in, conn)
 	}
 	if t.IsProblemReport() {
 		a.log.InfoContext(ctx, "problem report received", "connection", conn.ID, "type", in.msg.Type, "thid", in.msg.ThreadID())
@@ -235,7 +255,44 @@ func (a *Agent) dispatchConnection(ctx context.Context, in *inbound, conn record
 	a.log.InfoContext(ctx, "unsupported message type", "connection", conn.ID, "type", in.msg.Type)
 	pr := didcomm.NewProblemReport(didcomm.TypeProblemReport, in.msg, "unsupported-message-type",
 		"message type "+in.msg.Type+" is not supported by this mediator", false)
-	return a.reply(ctx, in, conn, pr)
+	// Only worth saying while the sender is listening: a queued report about
+	// a message it sent long ago helps nobody.
+	if err := a.sendOnReturnRoute(ctx, in, conn, pr); err != nil && !errors.Is(err, errNoReturnRoute) {
+		return err
+	}
+	return nil
+}
+
+// errNoReturnRoute means the inbound message's transport may not carry the reply.
+var errNoReturnRoute = errors.New("mediator: no return route for this reply")
+
+// replyThreadID is implemented by every outbound message (didcomm.Header).
+type replyThreaded interface{ ReplyThreadID() string }
+
+// returnRouteAllows tells whether the inbound transport may carry msg
+// (RFC 0092: "all", or "thread" for a reply on the named thread).
+func returnRouteAllows(in *inbound, msg any) bool {
+	if in.session == nil {
+		return false
+	}
+	thid := ""
+	if t, ok := msg.(replyThreaded); ok {
+		thid = t.ReplyThreadID()
+	}
+	return in.msg.AllowsReplyOnThread(thid)
+}
+
+// sendOnReturnRoute packs msg for conn and writes it on the inbound
+// transport, or fails with errNoReturnRoute.
+func (a *Agent) sendOnReturnRoute(ctx context.Context, in *inbound, conn record.Connection, msg any) error {
+	if !returnRouteAllows(in, msg) {
+		return errNoReturnRoute
+	}
+	packed, err := a.packFor(ctx, conn, msg)
+	if err != nil {
+		return err
+	}
+	return in.session.Send(ctx, packed)
 }
 
 // conversation is the pickup view of an inbound message.
@@ -244,14 +301,11 @@ func (a *Agent) conversation(in *inbound, conn record.Connection) pickup.Convers
 		ConnectionID: conn.ID,
 		Session:      in.session,
 		Send: func(ctx context.Context, msg any) error {
-			if in.session == nil || in.msg.ReturnRoute() == didcomm.ReturnRouteNone {
+			err := a.sendOnReturnRoute(ctx, in, conn, msg)
+			if errors.Is(err, errNoReturnRoute) {
 				return pickup.ErrNoReturnRoute
 			}
-			packed, err := a.packFor(ctx, conn, msg)
-			if err != nil {
-				return err
-			}
-			return in.session.Send(ctx, packed)
+			return err
 		},
 	}
 }
@@ -263,18 +317,34 @@ func (a *Agent) reply(ctx context.Context, in *inbound, conn record.Connection, 
 	if err != nil {
 		return err
 	}
-	if in.session != nil && in.msg.ReturnRoute() != didcomm.ReturnRouteNone {
+	if returnRouteAllows(in, msg) {
 		err := in.session.Send(ctx, packed)
 		if err == nil {
 			return nil
 		}
 		a.log.InfoContext(ctx, "reply could not use the return route; queueing it", "connection", conn.ID, "err", err)
 	}
-	if _, err := a.queue.Enqueue(ctx, conn.ID, conn.TheirKey, packed); err != nil {
+	res, err := a.queue.Enqueue(ctx, conn.ID, conn.TheirKey, packed)
+	if err != nil {
 		return fmt.Errorf("mediator: queue reply: %w", err)
 	}
-	a.pickup.MessageQueued(ctx, conn.ID)
+	a.afterEnqueue(ctx, res)
 	return nil
+}
+
+// afterEnqueue hands a queued message on: a push here if the wallet is live
+// on this instance; nothing more if it is live elsewhere (that instance was
+// notified in the same statement); the offline event if it is live nowhere.
+func (a *Agent) afterEnqueue(ctx context.Context, res queue.Enqueued) {
+	switch {
+	case a.pickup.HasLiveSession(res.ConnectionID):
+		a.pickup.MessageQueued(ctx, res.ConnectionID)
+	case res.LiveInstance != "":
+		// Another instance holds the socket and was woken by the queue.
+	case a.cfg.Notifier != nil:
+		a.cfg.Notifier.MessageQueued(ctx, notify.Event{ConnectionID: res.ConnectionID, MessageID: res.ID,
+			RecipientKey: res.RecipientKey, QueuedAt: res.ReceivedAt})
+	}
 }
 
 // packFor authcrypts msg from our key on conn to theirs.

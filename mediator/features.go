@@ -20,15 +20,16 @@ const (
 // and our role in each, for discover-features.
 func protocolRoles() map[string][]string {
 	p := map[string][]string{
-		didcomm.PrefixHTTPS + "didexchange/1.0":          {"responder"},
-		didcomm.PrefixHTTPS + "didexchange/1.1":          {"responder"},
-		didcomm.PrefixHTTPS + "connections/1.0":          {"invitee", "inviter"},
-		didcomm.PrefixHTTPS + "out-of-band/1.1":          {"sender"},
-		didcomm.PrefixHTTPS + "coordinate-mediation/1.0": {"mediator"},
-		didcomm.PrefixHTTPS + "routing/1.0":              {"mediator"},
-		didcomm.PrefixHTTPS + "trust_ping/1.0":           {"receiver"},
-		didcomm.PrefixHTTPS + "discover-features/1.0":    {"responder"},
-		didcomm.PrefixHTTPS + "discover-features/2.0":    {"responder"},
+		didcomm.PrefixHTTPS + "didexchange/1.0":            {"responder"},
+		didcomm.PrefixHTTPS + "didexchange/1.1":            {"responder"},
+		didcomm.PrefixHTTPS + "connections/1.0":            {"invitee", "inviter"},
+		didcomm.PrefixHTTPS + "out-of-band/1.1":            {"sender"},
+		didcomm.PrefixHTTPS + "coordinate-mediation/1.0":   {"mediator"},
+		didcomm.PrefixHTTPS + "routing/1.0":                {"mediator"},
+		didcomm.PrefixHTTPS + "trust_ping/1.0":             {"receiver"},
+		didcomm.PrefixHTTPS + "discover-features/1.0":      {"responder"},
+		didcomm.PrefixHTTPS + "discover-features/2.0":      {"responder"},
+		didcomm.PrefixHTTPS + "push-notifications-fcm/1.0": {"notification-sender"},
 	}
 	for _, pid := range pickup.Protocols() {
 		p[pid] = []string{"mediator"}

@@ -42,7 +42,7 @@ func (a *Agent) handleForward(ctx context.Context, in *inbound, depth int) error
 		}
 		return a.handlePacked(ctx, payload, nil, depth+1)
 	}
-	qm, err := a.queue.EnqueueForward(ctx, to, payload)
+	res, err := a.queue.EnqueueForward(ctx, to, payload)
 	if errors.Is(err, queue.ErrUnknownRecipient) {
 		a.log.WarnContext(ctx, "forward for unknown recipient key refused", "to", to)
 		return &InboundError{Status: http.StatusNotFound, Err: fmt.Errorf("mediator: forward: %w", err)}
@@ -50,8 +50,9 @@ func (a *Agent) handleForward(ctx context.Context, in *inbound, depth int) error
 	if err != nil {
 		return fmt.Errorf("mediator: forward: %w", err)
 	}
-	a.log.DebugContext(ctx, "forward queued", "connection", qm.ConnectionID, "message_id", qm.ID, "bytes", len(payload))
-	a.pickup.MessageQueued(ctx, qm.ConnectionID)
+	a.log.DebugContext(ctx, "forward queued", "connection", res.ConnectionID, "message_id", res.ID,
+		"bytes", len(payload), "live_instance", res.LiveInstance)
+	a.afterEnqueue(ctx, res)
 	return nil
 }
 

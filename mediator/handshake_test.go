@@ -348,9 +348,7 @@ func TestDIDExchangeDocSignedByForeignKey(t *testing.T) {
 	}
 	r := p.open(t, sent[0])
 	if r.msg.Type != "https://didcomm.org/didexchange/1.1/problem-report" {
-		t.Skipf("BUG: mediator/handshake.go resolveRequester (~line 100) accepts a did_doc~attach whose only signer "+
-			"is not a key of the attached document (diddoc.VerifyAttachment is used, not diddoc.ResolveSignedDoc); "+
-			"got %s instead of a request_not_accepted problem report", r.msg.Type)
+		t.Fatalf("a did_doc~attach signed only by a key outside the document was accepted: got %s, want a problem report", r.msg.Type)
 	}
 	if code := r.problemCode(t); code != "request_not_accepted" {
 		t.Fatalf("code %q", code)

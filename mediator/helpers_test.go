@@ -12,6 +12,7 @@ import (
 	"sort"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/mr-tron/base58"
@@ -85,6 +86,20 @@ func (s *fakeSession) count() int {
 
 var _ transport.Session = (*fakeSession)(nil)
 
+// waitDrain waits until at least n messages were sent (pushes may run in
+// the background), then returns and forgets everything sent.
+func (s *fakeSession) waitDrain(t *testing.T, n int) [][]byte {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for s.count() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d messages sent within 5s, want %d", s.count(), n)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return s.drain()
+}
+
 // ---- the agent under test ----
 
 type env struct {
@@ -127,8 +142,10 @@ func newEnv(t *testing.T, mutate ...func(*mediator.Config)) *env {
 	return &env{store: store, keys: kr, pickup: pk, agent: a, cfg: cfg}
 }
 
-func (e *env) invitationPub(t *testing.T) ed25519.PublicKey { return pubOf(t, e.agent.InvitationVerkey()) }
-func (e *env) routingPub(t *testing.T) ed25519.PublicKey    { return pubOf(t, e.agent.RoutingVerkey()) }
+func (e *env) invitationPub(t *testing.T) ed25519.PublicKey {
+	return pubOf(t, e.agent.InvitationVerkey())
+}
+func (e *env) routingPub(t *testing.T) ed25519.PublicKey { return pubOf(t, e.agent.RoutingVerkey()) }
 
 func pubOf(t *testing.T, verkey string) ed25519.PublicKey {
 	t.Helper()

@@ -36,14 +36,21 @@ type Store interface {
 	RemoveRoute(ctx context.Context, connectionID, recipientKey string) (bool, error)
 	// Routes lists a connection's keys oldest first and the total count.
 	Routes(ctx context.Context, connectionID string, limit, offset int) ([]string, int, error)
+
+	// SetDeviceInfo stores the wallet's push token; nil values remove it.
+	SetDeviceInfo(ctx context.Context, connectionID string, token, platform *string) error
+	// DeviceInfo returns the stored push token; ok is false if none.
+	DeviceInfo(ctx context.Context, connectionID string) (token, platform string, ok bool, err error)
 }
 
 // Queue is what the mediator needs of the transport queue.
 type Queue interface {
 	// EnqueueForward stores payload for whichever connection registered
-	// recipientKey (base58), in one round trip. queue.ErrUnknownRecipient if none.
-	EnqueueForward(ctx context.Context, recipientKey string, payload []byte) (queue.Message, error)
+	// recipientKey (base58), in one round trip, and wakes the instance that
+	// holds the connection's live session if it is another one.
+	// queue.ErrUnknownRecipient if no connection registered the key.
+	EnqueueForward(ctx context.Context, recipientKey string, payload []byte) (queue.Enqueued, error)
 	// Enqueue stores payload for a known connection (e.g. a reply produced
-	// while the wallet has no open session).
-	Enqueue(ctx context.Context, connectionID, recipientKey string, payload []byte) (queue.Message, error)
+	// while the wallet has no open session), waking it the same way.
+	Enqueue(ctx context.Context, connectionID, recipientKey string, payload []byte) (queue.Enqueued, error)
 }

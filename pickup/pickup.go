@@ -344,9 +344,10 @@ func (s *Service) liveDeliveryChange(ctx context.Context, c Conversation, m *did
 }
 
 // setLive makes c's socket the connection's push session on this instance,
-// replacing an older one, and ends it when the socket closes. Messages
-// already queued are pushed at once: a wallet reconnecting after a crash
-// must not wait for the next forward.
+// replacing an older one, and ends it when the socket closes. An implicit
+// session gets what is queued at once; a live-mode (v2) one does not: RFC
+// 0685 has the wallet drain with delivery-request first, and the reconcile
+// pass picks up whatever is left behind later.
 func (s *Service) setLive(ctx context.Context, c Conversation, protocol string) error {
 	ls := &liveSession{conv: c, protocol: protocol}
 	if reg := s.opts.Registry; reg != nil {
@@ -371,7 +372,9 @@ func (s *Service) setLive(ctx context.Context, c Conversation, protocol string) 
 		}()
 	}
 	s.opts.Logger.InfoContext(ctx, "live session", "connection", c.ConnectionID, "session", c.Session.ID(), "protocol", protocol)
-	s.wake(ctx, ls)
+	if protocol == queue.ProtocolImplicit {
+		s.wake(ctx, ls)
+	}
 	return nil
 }
 
