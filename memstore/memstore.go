@@ -59,6 +59,7 @@ type Memory struct {
 	conns       map[string]*connection // by id
 	connsByKeys map[[2]string]string   // (our key, their key) → id
 	routes      map[string]route       // recipient key → route
+	devices     map[string]device      // connection id → push registration
 	msgs        map[string]*message    // by id
 	byConn      map[string][]*message  // connection id → messages, oldest first
 }
@@ -71,6 +72,11 @@ type connection struct {
 type route struct {
 	connectionID string
 	seq          uint64 // routes are listed in insertion order
+}
+
+// device is a wallet's push registration; a nil field is unset.
+type device struct {
+	token, platform *string
 }
 
 type message struct {
@@ -97,15 +103,22 @@ func New(opts Options) *Memory {
 		conns:       map[string]*connection{},
 		connsByKeys: map[[2]string]string{},
 		routes:      map[string]route{},
+		devices:     map[string]device{},
 		msgs:        map[string]*message{},
 		byConn:      map[string][]*message{},
 	}
 }
 
-// timestamp returns the clock's time at the precision PostgreSQL keeps, so
-// both backends hand out comparable times, without a monotonic reading.
+// timestamp returns the clock's time as the database would store it.
 func (m *Memory) timestamp() time.Time {
-	return m.now().Round(0).Truncate(time.Microsecond)
+	return dbTime(m.now())
+}
+
+// dbTime returns t as storepg would give it back: microsecond precision
+// (pgx truncates) and no monotonic clock reading, so that both backends
+// return comparable times.
+func dbTime(t time.Time) time.Time {
+	return t.Round(0).Truncate(time.Microsecond)
 }
 
 func (m *Memory) nextSeq() uint64 {
@@ -138,6 +151,7 @@ func (m *Memory) InsertKey(_ context.Context, k record.Key) error {
 	if k.CreatedAt.IsZero() {
 		k.CreatedAt = m.timestamp()
 	}
+	k.CreatedAt = dbTime(k.CreatedAt)
 	k.SealedPrivate = slices.Clone(k.SealedPrivate)
 	m.keys[k.Verkey] = k
 	return nil
@@ -198,6 +212,7 @@ func (m *Memory) InsertConnection(_ context.Context, c record.Connection) error 
 	if c.UpdatedAt.IsZero() {
 		c.UpdatedAt = c.CreatedAt
 	}
+	c.CreatedAt, c.UpdatedAt = dbTime(c.CreatedAt), dbTime(c.UpdatedAt)
 	m.conns[id] = &connection{Connection: c, seq: m.nextSeq()}
 	m.connsByKeys[pair] = id
 	return nil
@@ -338,35 +353,82 @@ func (m *Memory) Routes(_ context.Context, connectionID string, limit, offset in
 	return keys, total, nil
 }
 
+// SetDeviceInfo stores the push token and platform of connectionID's
+// wallet, replacing any earlier ones; with both nil it removes them. Storing
+// for an unknown connection is record.ErrNotFound; removing is not an error.
+func (m *Memory) SetDeviceInfo(_ context.Context, connectionID string, token, platform *string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := m.connection(connectionID)
+	switch {
+	case token == nil && platform == nil:
+		if c != nil {
+			delete(m.devices, c.ID)
+		}
+		return nil
+	case c == nil:
+		return fmt.Errorf("memstore: set device info: connection %q: %w", connectionID, record.ErrNotFound)
+	}
+	m.devices[c.ID] = device{token: clonePtr(token), platform: clonePtr(platform)}
+	return nil
+}
+
+// DeviceInfo returns the push token and platform stored for connectionID;
+// ok is false when there is no token.
+func (m *Memory) DeviceInfo(_ context.Context, connectionID string) (token, platform string, ok bool, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	id, valid := canonicalUUID(connectionID)
+	d, found := m.devices[id]
+	if !valid || !found || d.token == nil {
+		return "", "", false, nil
+	}
+	if d.platform != nil {
+		platform = *d.platform
+	}
+	return *d.token, platform, true, nil
+}
+
+func clonePtr(p *string) *string {
+	if p == nil {
+		return nil
+	}
+	v := *p
+	return &v
+}
+
 // ---- mediator.Queue ----
 
 // EnqueueForward queues payload for the connection that registered
 // recipientKey, or returns queue.ErrUnknownRecipient (wrapped).
-func (m *Memory) EnqueueForward(_ context.Context, recipientKey string, payload []byte) (queue.Message, error) {
+//
+// Enqueued.LiveInstance is always empty: memstore serves one instance, whose
+// own live sessions the caller checks itself.
+func (m *Memory) EnqueueForward(_ context.Context, recipientKey string, payload []byte) (queue.Enqueued, error) {
 	if err := checkMessage(recipientKey, payload); err != nil {
-		return queue.Message{}, fmt.Errorf("memstore: enqueue forward: %w", err)
+		return queue.Enqueued{}, fmt.Errorf("memstore: enqueue forward: %w", err)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r, ok := m.routes[recipientKey]
 	if !ok {
-		return queue.Message{}, fmt.Errorf("memstore: enqueue forward to %s: %w", recipientKey, queue.ErrUnknownRecipient)
+		return queue.Enqueued{}, fmt.Errorf("memstore: enqueue forward to %s: %w", recipientKey, queue.ErrUnknownRecipient)
 	}
-	return m.enqueue(r.connectionID, recipientKey, payload), nil
+	return queue.Enqueued{Message: m.enqueue(r.connectionID, recipientKey, payload)}, nil
 }
 
 // Enqueue queues payload for connectionID, addressed to recipientKey.
-func (m *Memory) Enqueue(_ context.Context, connectionID, recipientKey string, payload []byte) (queue.Message, error) {
+func (m *Memory) Enqueue(_ context.Context, connectionID, recipientKey string, payload []byte) (queue.Enqueued, error) {
 	id, ok := canonicalUUID(connectionID)
 	if !ok {
-		return queue.Message{}, fmt.Errorf("memstore: enqueue: connection id %q is not a UUID", connectionID)
+		return queue.Enqueued{}, fmt.Errorf("memstore: enqueue: connection id %q is not a UUID", connectionID)
 	}
 	if err := checkMessage(recipientKey, payload); err != nil {
-		return queue.Message{}, fmt.Errorf("memstore: enqueue: %w", err)
+		return queue.Enqueued{}, fmt.Errorf("memstore: enqueue: %w", err)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.enqueue(id, recipientKey, payload), nil
+	return queue.Enqueued{Message: m.enqueue(id, recipientKey, payload)}, nil
 }
 
 // enqueue adds a message; m.mu is held.

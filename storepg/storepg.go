@@ -342,6 +342,64 @@ func (s *Store) Routes(ctx context.Context, connectionID string, limit, offset i
 	return keys, total, nil
 }
 
+// SetDeviceInfo stores the push token and platform of connectionID's
+// wallet, replacing any earlier ones; with both nil it removes them. Storing
+// for an unknown connection is record.ErrNotFound; removing is not an error.
+func (s *Store) SetDeviceInfo(ctx context.Context, connectionID string, token, platform *string) error {
+	u, err := uuid.Parse(connectionID)
+	if err != nil {
+		if token == nil && platform == nil {
+			return nil
+		}
+		return fmt.Errorf("storepg: set device info: connection %q: %w", connectionID, record.ErrNotFound)
+	}
+	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	if token == nil && platform == nil {
+		if _, err := s.pool.Exec(ctx, `DELETE FROM device_info WHERE connection_id = $1`, u.String()); err != nil {
+			return fmt.Errorf("storepg: remove device info: %w", err)
+		}
+		return nil
+	}
+	_, err = s.pool.Exec(ctx, `
+		INSERT INTO device_info (connection_id, device_token, device_platform, updated_at)
+		VALUES ($1, $2, $3, now())
+		ON CONFLICT (connection_id) DO UPDATE
+		SET device_token = excluded.device_token,
+		    device_platform = excluded.device_platform,
+		    updated_at = excluded.updated_at`,
+		u.String(), token, platform)
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == codeForeignKeyViolation {
+			return fmt.Errorf("storepg: set device info: connection %s: %w", u, record.ErrNotFound)
+		}
+		return fmt.Errorf("storepg: set device info: %w", err)
+	}
+	return nil
+}
+
+// DeviceInfo returns the push token and platform stored for connectionID;
+// ok is false when there is no token.
+func (s *Store) DeviceInfo(ctx context.Context, connectionID string) (token, platform string, ok bool, err error) {
+	u, err := uuid.Parse(connectionID)
+	if err != nil {
+		return "", "", false, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	err = s.pool.QueryRow(ctx, `
+		SELECT device_token, coalesce(device_platform, '') FROM device_info
+		WHERE connection_id = $1 AND device_token IS NOT NULL`, u.String()).Scan(&token, &platform)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", "", false, nil
+	}
+	if err != nil {
+		return "", "", false, fmt.Errorf("storepg: device info: %w", err)
+	}
+	return token, platform, true, nil
+}
+
 // nullTime maps the zero time to NULL so the database supplies now().
 func nullTime(t time.Time) *time.Time {
 	if t.IsZero() {

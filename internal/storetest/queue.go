@@ -75,7 +75,7 @@ func forward(t *testing.T, q Queue, key string, payload []byte) queue.Message {
 	if err != nil {
 		t.Fatalf("EnqueueForward(%s): %v", key, err)
 	}
-	return m
+	return m.Message
 }
 
 func claim(t *testing.T, q Queue, f queue.Filter, limit int, h queue.Holder) []queue.Message {
@@ -186,7 +186,7 @@ func testEnqueue(t *testing.T, newFixture NewQueueFixture) {
 	if m.ConnectionID != conn || m.RecipientKey != key || m.ID == "" || m.ReceivedAt.IsZero() {
 		t.Errorf("Enqueue = %+v; want connection %s (canonical), key %s", m, conn, key)
 	}
-	sameIDs(t, "Claim", claim(t, f.Queue, queue.Filter{ConnectionID: conn}, 10, holderA), []queue.Message{m})
+	sameIDs(t, "Claim", claim(t, f.Queue, queue.Filter{ConnectionID: conn}, 10, holderA), []queue.Message{m.Message})
 
 	for _, tc := range []struct {
 		name, conn, key string

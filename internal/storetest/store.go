@@ -29,6 +29,7 @@ func RunStore(t *testing.T, newStore NewStore) {
 		{"Routes", testRoutes},
 		{"RoutePagination", testRoutePagination},
 		{"ConcurrentAddRoute", testConcurrentAddRoute},
+		{"DeviceInfo", testDeviceInfo},
 		{"KeyCreationLock", testKeyCreationLock},
 		{"KeyCreationLockReleased", testKeyCreationLockReleased},
 	}
@@ -416,6 +417,60 @@ func testConcurrentAddRoute(t *testing.T, s mediator.Store) {
 		map[record.RouteResult]int{record.RouteAdded: 1, record.RouteConflict: n - 1})
 	race("same connection", func(int) string { return conns[0] },
 		map[record.RouteResult]int{record.RouteAdded: 1, record.RouteNoChange: n - 1})
+}
+
+func testDeviceInfo(t *testing.T, s mediator.Store) {
+	ctx := t.Context()
+	a, b := fullConnection(t, base), fullConnection(t, base)
+	insertConnection(t, s, a)
+	insertConnection(t, s, b)
+	ptr := func(v string) *string { return &v }
+	type info struct {
+		token, platform string
+		ok              bool
+	}
+	get := func(id string) info {
+		t.Helper()
+		token, platform, ok, err := s.DeviceInfo(ctx, id)
+		if err != nil {
+			t.Fatalf("DeviceInfo(%s): %v", id, err)
+		}
+		return info{token, platform, ok}
+	}
+	set := func(id string, token, platform *string) error {
+		return s.SetDeviceInfo(ctx, id, token, platform)
+	}
+
+	steps := []struct {
+		name string
+		do   func() error
+		a, b info // expected afterwards
+	}{
+		{"nothing stored", func() error { return nil }, info{}, info{}},
+		{"set A", func() error { return set(a.ID, ptr("token-1"), ptr("android")) }, info{"token-1", "android", true}, info{}},
+		{"replace A, upper-case id", func() error { return set(strings.ToUpper(a.ID), ptr("token-2"), ptr("ios")) },
+			info{"token-2", "ios", true}, info{}},
+		{"set B", func() error { return set(b.ID, ptr("token-b"), ptr("")) }, info{"token-2", "ios", true}, info{"token-b", "", true}},
+		{"remove A", func() error { return set(a.ID, nil, nil) }, info{}, info{"token-b", "", true}},
+		{"remove A again", func() error { return set(a.ID, nil, nil) }, info{}, info{"token-b", "", true}},
+		{"remove for unknown connection", func() error { return set(newID(), nil, nil) }, info{}, info{"token-b", "", true}},
+	}
+	for _, st := range steps {
+		if err := st.do(); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		if got := get(a.ID); got != st.a {
+			t.Errorf("%s: A's device info = %+v, want %+v", st.name, got, st.a)
+		}
+		if got := get(b.ID); got != st.b {
+			t.Errorf("%s: B's device info = %+v, want %+v", st.name, got, st.b)
+		}
+	}
+	isNotFound(t, "SetDeviceInfo(unknown connection)", set(newID(), ptr("t"), ptr("p")))
+	isNotFound(t, "SetDeviceInfo(id not a UUID)", set("nope", ptr("t"), ptr("p")))
+	if got := get("nope"); got != (info{}) {
+		t.Errorf("DeviceInfo(id not a UUID) = %+v", got)
+	}
 }
 
 func testKeyCreationLock(t *testing.T, s mediator.Store) {

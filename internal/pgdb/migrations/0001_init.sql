@@ -50,6 +50,16 @@ CREATE INDEX queued_message_connection_created_idx
 CREATE INDEX queued_message_state_lease_idx
     ON queued_message (state, lease_expires_at);
 
+-- Every message is inserted, updated once per claim and deleted: the table
+-- turns over constantly. The default thresholds (vacuum at 20% dead rows,
+-- analyze at 10% changed) let dead index entries pile up at the head of each
+-- connection's range, where every claim starts reading, and let statistics
+-- lag behind bursts; vacuum and analyze it sooner.
+ALTER TABLE queued_message SET (
+    autovacuum_vacuum_scale_factor = 0.02,
+    autovacuum_analyze_scale_factor = 0.02
+);
+
 CREATE TABLE live_session (
     session_id       text        PRIMARY KEY,
     connection_id    uuid        NOT NULL,
