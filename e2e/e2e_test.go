@@ -61,8 +61,21 @@ func mediatorBinary(t *testing.T) string {
 type instance struct {
 	base string
 	cmd  *exec.Cmd
-	logs *bytes.Buffer
+	logs *syncBuffer
+	done chan struct{}
 }
+
+// kill ends the process with SIGKILL, as a crash would.
+func (i *instance) kill(t *testing.T) {
+	t.Helper()
+	if err := i.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-i.done
+}
+
+// wsURL is the instance's WebSocket endpoint.
+func (i *instance) wsURL() string { return "ws" + strings.TrimPrefix(i.base, "http") }
 
 func freePort(t *testing.T) int {
 	t.Helper()
@@ -119,7 +132,7 @@ func startMediator(t *testing.T, env ...string) *instance {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return &instance{base: base, cmd: cmd}
+				return &instance{base: base, cmd: cmd, logs: logs, done: done}
 			}
 		}
 		select {

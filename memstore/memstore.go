@@ -41,12 +41,16 @@ type Options struct {
 	// Now is the clock; tests inject one to expire leases without sleeping.
 	// Defaults to time.Now.
 	Now func() time.Time
+	// AckGrace is how long the messages of a session that closed stay in
+	// flight (see queuepg.Options.AckGrace). Zero releases them at once.
+	AckGrace time.Duration
 }
 
 // Memory implements mediator.Store, mediator.Queue and pickup.Queue.
 type Memory struct {
-	lease time.Duration
-	now   func() time.Time
+	lease    time.Duration
+	ackGrace time.Duration
+	now      func() time.Time
 
 	// keyLock is the key-creation lock: a one-slot semaphore rather than a
 	// mutex so that waiting for it can end with the context. It is separate
@@ -62,6 +66,14 @@ type Memory struct {
 	devices     map[string]device      // connection id → push registration
 	msgs        map[string]*message    // by id
 	byConn      map[string][]*message  // connection id → messages, oldest first
+	sessions    map[string]*session    // live sessions by session id
+}
+
+// session is a registered live session; seq orders a connection's
+// sessions by registration (the newest is the one forwards report).
+type session struct {
+	queue.Session
+	seq uint64
 }
 
 type connection struct {
@@ -97,6 +109,7 @@ func New(opts Options) *Memory {
 	}
 	return &Memory{
 		lease:       opts.Lease,
+		ackGrace:    opts.AckGrace,
 		now:         opts.Now,
 		keyLock:     make(chan struct{}, 1),
 		keys:        map[string]record.Key{},
@@ -106,6 +119,7 @@ func New(opts Options) *Memory {
 		devices:     map[string]device{},
 		msgs:        map[string]*message{},
 		byConn:      map[string][]*message{},
+		sessions:    map[string]*session{},
 	}
 }
 
@@ -402,8 +416,9 @@ func clonePtr(p *string) *string {
 // EnqueueForward queues payload for the connection that registered
 // recipientKey, or returns queue.ErrUnknownRecipient (wrapped).
 //
-// Enqueued.LiveInstance is always empty: memstore serves one instance, whose
-// own live sessions the caller checks itself.
+// Enqueued.LiveInstance is the instance of the connection's newest
+// registered live session, or "". Nobody is notified: memstore serves one
+// process, which pushes to its own sockets itself.
 func (m *Memory) EnqueueForward(_ context.Context, recipientKey string, payload []byte) (queue.Enqueued, error) {
 	if err := checkMessage(recipientKey, payload); err != nil {
 		return queue.Enqueued{}, fmt.Errorf("memstore: enqueue forward: %w", err)
@@ -414,7 +429,7 @@ func (m *Memory) EnqueueForward(_ context.Context, recipientKey string, payload 
 	if !ok {
 		return queue.Enqueued{}, fmt.Errorf("memstore: enqueue forward to %s: %w", recipientKey, queue.ErrUnknownRecipient)
 	}
-	return queue.Enqueued{Message: m.enqueue(r.connectionID, recipientKey, payload)}, nil
+	return queue.Enqueued{Message: m.enqueue(r.connectionID, recipientKey, payload), LiveInstance: m.liveInstance(r.connectionID)}, nil
 }
 
 // Enqueue queues payload for connectionID, addressed to recipientKey.
@@ -428,7 +443,23 @@ func (m *Memory) Enqueue(_ context.Context, connectionID, recipientKey string, p
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return queue.Enqueued{Message: m.enqueue(id, recipientKey, payload)}, nil
+	return queue.Enqueued{Message: m.enqueue(id, recipientKey, payload), LiveInstance: m.liveInstance(id)}, nil
+}
+
+// liveInstance returns the instance of connectionID's newest live session,
+// or ""; m.mu is held. A linear scan over the live sessions: the embedded
+// store serves small deployments.
+func (m *Memory) liveInstance(connectionID string) string {
+	var newest *session
+	for _, s := range m.sessions {
+		if s.ConnectionID == connectionID && (newest == nil || s.seq > newest.seq) {
+			newest = s
+		}
+	}
+	if newest == nil {
+		return ""
+	}
+	return newest.Instance
 }
 
 // enqueue adds a message; m.mu is held.
@@ -564,9 +595,10 @@ func (m *Memory) Ack(_ context.Context, connectionID string, ids []string) (int,
 	return n, nil
 }
 
-// Release puts the connection's claimed messages with these ids back to
-// pending, keeping their attempt counts. Other ids are ignored.
-func (m *Memory) Release(_ context.Context, connectionID string, ids []string) error {
+// Release puts the connection's messages with these ids that h still holds
+// back to pending, keeping their attempt counts. Other ids are ignored, and
+// so are messages someone else claimed after h's lease ran out.
+func (m *Memory) Release(_ context.Context, h queue.Holder, connectionID string, ids []string) error {
 	connID, ok := canonicalUUID(connectionID)
 	if !ok {
 		return nil
@@ -574,9 +606,63 @@ func (m *Memory) Release(_ context.Context, connectionID string, ids []string) e
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, msg := range m.owned(connID, ids) {
-		msg.sending = false
-		msg.leaseExpires = time.Time{}
-		msg.holder = queue.Holder{}
+		if msg.sending && msg.holder == h {
+			msg.unclaim()
+		}
+	}
+	return nil
+}
+
+// unclaim returns a claimed message to pending; m.mu is held.
+func (msg *message) unclaim() {
+	msg.sending = false
+	msg.leaseExpires = time.Time{}
+	msg.holder = queue.Holder{}
+}
+
+// ---- pickup.Registry ----
+
+// RegisterSession records a live session. Registering the same session id
+// again updates it but keeps its age: it does not become its connection's
+// newest session by switching mode.
+func (m *Memory) RegisterSession(_ context.Context, s queue.Session) error {
+	if s.ID == "" {
+		return errors.New("memstore: register session: empty session id")
+	}
+	id, ok := canonicalUUID(s.ConnectionID)
+	if !ok {
+		return fmt.Errorf("memstore: register session: connection id %q is not a UUID", s.ConnectionID)
+	}
+	s.ConnectionID = id
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if old, ok := m.sessions[s.ID]; ok {
+		old.Session = s
+		return nil
+	}
+	m.sessions[s.ID] = &session{Session: s, seq: m.nextSeq()}
+	return nil
+}
+
+// UnregisterSession removes live session sessionID, and only it; the
+// messages it holds in flight become claimable once AckGrace has passed
+// (at once without a grace). Unknown sessions are not an error.
+func (m *Memory) UnregisterSession(_ context.Context, sessionID string) error {
+	if sessionID == "" {
+		return nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.sessions, sessionID)
+	graceEnd := m.now().Add(m.ackGrace)
+	for _, msg := range m.msgs {
+		if msg.sending && msg.holder.Session == sessionID {
+			if m.ackGrace <= 0 {
+				msg.unclaim()
+			} else if msg.leaseExpires.After(graceEnd) {
+				msg.leaseExpires = graceEnd
+			}
+		}
 	}
 	return nil
 }
@@ -608,3 +694,7 @@ func canonicalUUID(s string) (string, bool) {
 	}
 	return u.String(), true
 }
+
+// WakeConnection does nothing: in one process the caller wakes its own
+// sessions.
+func (m *Memory) WakeConnection(context.Context, string) error { return nil }

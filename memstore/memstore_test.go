@@ -16,9 +16,10 @@ import (
 // Memory is every storage interface at once (checked here rather than in the
 // package so that memstore does not depend on the mediator core).
 var (
-	_ mediator.Store = (*memstore.Memory)(nil)
-	_ mediator.Queue = (*memstore.Memory)(nil)
-	_ pickup.Queue   = (*memstore.Memory)(nil)
+	_ mediator.Store  = (*memstore.Memory)(nil)
+	_ mediator.Queue  = (*memstore.Memory)(nil)
+	_ pickup.Queue    = (*memstore.Memory)(nil)
+	_ pickup.Registry = (*memstore.Memory)(nil)
 )
 
 // fakeClock is a clock that moves only when told to.

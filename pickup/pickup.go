@@ -70,6 +70,10 @@ type Options struct {
 	Implicit bool
 	// PushTimeout bounds one push to a socket (default 30s).
 	PushTimeout time.Duration
+	// AckGrace is how long the queue keeps a closed session's unacknowledged
+	// messages in flight (see queuepg.Options.AckGrace); when it is over the
+	// connection's live session, wherever it is, is woken to get them.
+	AckGrace time.Duration
 }
 
 // Service answers pickup messages and pushes to live sessions on this instance.
@@ -268,7 +272,7 @@ func (s *Service) deliveryRequest(ctx context.Context, c Conversation, m *didcom
 	if err := c.Send(ctx, d); err != nil {
 		// Nothing reached the wallet: make the messages available again now
 		// rather than after the lease.
-		s.release(ctx, c.ConnectionID, msgs)
+		s.release(ctx, s.holder(c), c.ConnectionID, msgs)
 		return fmt.Errorf("pickup: send delivery: %w", err)
 	}
 	return nil
@@ -393,6 +397,20 @@ func (s *Service) endSession(connectionID, sessionID string) {
 		if err := reg.UnregisterSession(ctx, sessionID); err != nil {
 			s.opts.Logger.Warn("unregister live session failed; the janitor removes it", "session", sessionID, "err", err)
 		}
+		if s.opts.AckGrace > 0 {
+			time.AfterFunc(s.opts.AckGrace+50*time.Millisecond, func() { s.wakeAnywhere(connectionID) })
+		}
+	}
+}
+
+// wakeAnywhere wakes the connection's push session here or on whichever
+// instance holds it.
+func (s *Service) wakeAnywhere(connectionID string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s.MessageQueued(ctx, connectionID)
+	if err := s.opts.Registry.WakeConnection(ctx, connectionID); err != nil {
+		s.opts.Logger.Warn("wake after ack grace failed; the janitor wakes it later", "connection", connectionID, "err", err)
 	}
 }
 
@@ -570,7 +588,7 @@ func (s *Service) pushRaw(ctx context.Context, ls *liveSession, msgs []queue.Mes
 
 func (s *Service) dropAfterFailedPush(ctx context.Context, ls *liveSession, unsent []queue.Message, err error) {
 	s.opts.Logger.InfoContext(ctx, "push failed; messages stay queued", "connection", ls.conv.ConnectionID, "count", len(unsent), "err", err)
-	s.release(ctx, ls.conv.ConnectionID, unsent)
+	s.release(ctx, s.holder(ls.conv), ls.conv.ConnectionID, unsent)
 	s.unsetLive(ls.conv.ConnectionID, ls.conv.Session)
 }
 
@@ -621,7 +639,7 @@ func (s *Service) batchPickup(ctx context.Context, c Conversation, m *didcomm.Me
 		b.Messages[i] = batchItem{ID: qm.ID, Message: json.RawMessage(qm.Payload)}
 	}
 	if err := c.Send(ctx, b); err != nil {
-		s.release(ctx, c.ConnectionID, msgs)
+		s.release(ctx, s.holder(c), c.ConnectionID, msgs)
 		return fmt.Errorf("pickup: send batch: %w", err)
 	}
 	if len(msgs) == 0 {
@@ -660,12 +678,13 @@ func (s *Service) holder(c Conversation) queue.Holder {
 	return h
 }
 
-func (s *Service) release(ctx context.Context, connectionID string, msgs []queue.Message) {
+// release returns msgs, claimed by h, to the queue.
+func (s *Service) release(ctx context.Context, h queue.Holder, connectionID string, msgs []queue.Message) {
 	ids := make([]string, len(msgs))
 	for i, qm := range msgs {
 		ids[i] = qm.ID
 	}
-	if err := s.queue.Release(context.WithoutCancel(ctx), connectionID, ids); err != nil {
+	if err := s.queue.Release(context.WithoutCancel(ctx), h, connectionID, ids); err != nil {
 		s.opts.Logger.WarnContext(ctx, "release failed; messages return when their lease ends", "connection", connectionID, "err", err)
 	}
 }

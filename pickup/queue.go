@@ -18,8 +18,10 @@ type Queue interface {
 	// Ack deletes the connection's messages with these ids (ids that are not
 	// UUIDs or not the connection's are ignored) and returns how many went.
 	Ack(ctx context.Context, connectionID string, ids []string) (int, error)
-	// Release puts claimed messages back to pending (e.g. a write failed).
-	Release(ctx context.Context, connectionID string, ids []string) error
+	// Release puts claimed messages back to pending (e.g. a write failed),
+	// but only those h still holds: a late release must not take back a
+	// message that was claimed again by someone else after h's lease ran out.
+	Release(ctx context.Context, h queue.Holder, connectionID string, ids []string) error
 }
 
 // Registry is the cluster-wide record of live sessions: which instance holds
@@ -31,4 +33,7 @@ type Registry interface {
 	// UnregisterSession removes that one session (never another socket's)
 	// and puts the messages it held in flight back to pending.
 	UnregisterSession(ctx context.Context, sessionID string) error
+	// WakeConnection asks the instance holding the connection's live
+	// session, wherever it is, to push what is claimable.
+	WakeConnection(ctx context.Context, connectionID string) error
 }

@@ -55,3 +55,13 @@ type Session struct {
 	Instance     string
 	Protocol     string // ProtocolLiveV2 or ProtocolImplicit
 }
+
+// Enqueued is a newly queued message and where its recipient is live.
+type Enqueued struct {
+	Message
+	// LiveInstance is the instance holding the connection's newest live
+	// session (with a fresh heartbeat), or "" when the wallet is offline
+	// everywhere. When it is another instance, that instance has already
+	// been notified.
+	LiveInstance string
+}

@@ -220,8 +220,8 @@ func TestQueryPlans(t *testing.T) {
 		{"claim, generic plan", claimSQL, []any{s.conn, "", 10, time.Minute, "i", "s"}, "Index Scan using " + connIndex, []string{"Sort", "Bitmap"}, false, true},
 		{"claim by key, generic plan", claimSQL, []any{s.conn, s.key, 10, time.Minute, "i", "s"}, "Index Scan using " + connIndex, []string{"Sort", "Bitmap"}, false, true},
 		{"stats", statsSQL, []any{s.conn, ""}, connIndex, nil, false, false},
-		{"release", releaseSQL, []any{s.conn, ids}, pkey, []string{connIndex, stateIndex}, true, false},
-		{"release, generic plan", releaseSQL, []any{s.conn, ids}, pkey, []string{connIndex, stateIndex}, false, true},
+		{"release", releaseSQL, []any{s.conn, ids, "", ""}, pkey, []string{connIndex, stateIndex}, true, false},
+		{"release, generic plan", releaseSQL, []any{s.conn, ids, "", ""}, pkey, []string{connIndex, stateIndex}, false, true},
 		{"ack", ackSQL, []any{s.conn, ids}, pkey, []string{connIndex, stateIndex}, true, false},
 		{"ack, generic plan", ackSQL, []any{s.conn, ids}, pkey, []string{connIndex, stateIndex}, false, true},
 	} {

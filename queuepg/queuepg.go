@@ -12,15 +12,29 @@
 // them return no messages, and Ack and Release skip them. Payloads are stored
 // as jsonb, so they must be JSON and come back JSON-equal, not byte-equal
 // (jsonb drops insignificant whitespace and reorders object keys).
+//
+// Several instances share one database. Each records the wallets' live
+// sockets it holds in live_session (RegisterSession, UnregisterSession) and
+// proves it is alive with a heartbeat in mediator_instance (Run). A message
+// queued on any instance wakes the one instance that holds the connection's
+// newest live session, with a NOTIFY on that instance's own channel (see
+// ChannelName) sent by the very statement that queues the message. Run also
+// listens on that channel, and its janitor cleans up after instances that
+// stopped heartbeating: their sessions go and their in-flight messages are
+// requeued. Leave is the graceful version of that for one's own instance.
 package queuepg
 
 import (
 	"cmp"
 	"context"
+	"crypto/md5"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -31,10 +45,13 @@ import (
 	"github.com/openmediator/mediator/queue"
 )
 
-// Defaults for Options.
+// Defaults for Options and ClusterOptions.
 const (
-	DefaultLease   = 60 * time.Second
-	DefaultTimeout = 5 * time.Second
+	DefaultLease          = 60 * time.Second
+	DefaultTimeout        = 5 * time.Second
+	DefaultInstanceTTL    = 30 * time.Second
+	DefaultHeartbeat      = 5 * time.Second
+	DefaultReconcileEvery = 30 * time.Second
 )
 
 // MaxClaim is the most messages one Claim hands out; larger limits are
@@ -49,14 +66,43 @@ type Options struct {
 	Lease time.Duration
 	// Timeout bounds every query, in addition to the caller's context.
 	Timeout time.Duration
+	// Instance is this process's instance id (the one its live sessions are
+	// registered under and Run heartbeats for). Enqueuing never notifies
+	// this instance: the caller pushes to its own sockets itself.
+	Instance string
+	// InstanceTTL is how old an instance's heartbeat may be before the
+	// instance counts as dead: its live sessions are then ignored. It should
+	// match ClusterOptions.InstanceTTL.
+	InstanceTTL time.Duration
+	// AckGrace is how long the messages a closed session holds in flight
+	// stay with it before they can be delivered again. A wallet whose socket
+	// dropped usually still sends its messages-received for the last
+	// delivery, over its next connection; redelivering before it arrives
+	// would duplicate them. Zero releases them at once.
+	AckGrace time.Duration
 }
 
 // Queue is the PostgreSQL transport queue. It is safe for concurrent use,
 // also by several instances on the same database.
 type Queue struct {
-	pool    *pgxpool.Pool
-	lease   time.Duration
-	timeout time.Duration
+	pool        *pgxpool.Pool
+	lease       time.Duration
+	timeout     time.Duration
+	instance    string
+	instanceTTL time.Duration
+	ackGrace    time.Duration
+
+	// listening is whether Run's listener is connected and listening.
+	listening atomic.Bool
+
+	// regMu guards local and left. local is every session registered
+	// through this Queue and not unregistered since, so that the heartbeat
+	// can put them back if another instance's janitor took this instance
+	// for dead and removed them. left holds instances that Left: their
+	// heartbeat must not bring them back.
+	regMu sync.Mutex
+	local map[string]queue.Session
+	left  map[string]bool
 }
 
 // New returns a Queue on pool, whose schema must have been migrated.
@@ -67,27 +113,77 @@ func New(pool *pgxpool.Pool, opts Options) *Queue {
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultTimeout
 	}
-	return &Queue{pool: pool, lease: opts.Lease, timeout: opts.Timeout}
+	if opts.InstanceTTL <= 0 {
+		opts.InstanceTTL = DefaultInstanceTTL
+	}
+	return &Queue{pool: pool, lease: opts.Lease, timeout: opts.Timeout,
+		instance: opts.Instance, instanceTTL: opts.InstanceTTL, ackGrace: max(opts.AckGrace, 0),
+		local: map[string]queue.Session{}, left: map[string]bool{}}
 }
 
-// The route lookup and the insert are one statement, so a forward costs one
-// round trip and cannot race with a route being removed between the two.
+// ChannelName is the LISTEN/NOTIFY channel of an instance: "mediator_" and
+// the first 16 hex digits of the MD5 of its id. Instance ids are free text
+// (host name, pid, random suffix); the hash makes every one a short, valid,
+// lower-case identifier. The SQL statements compute the same as
+// 'mediator_' || left(md5(instance), 16) (md5 of the UTF-8 text).
+func ChannelName(instance string) string {
+	sum := md5.Sum([]byte(instance))
+	return "mediator_" + hex.EncodeToString(sum[:])[:16]
+}
+
+// liveTailSQL follows the insert CTE "msg" (one row, or none when the
+// forward's key has no route) in both enqueue statements. It finds the
+// connection's newest live session held by an instance with a fresh
+// heartbeat ($1 is the TTL) and, when that instance is not this one ($2),
+// notifies it on its own channel. The notification is transactional: it is
+// delivered when the insert commits, never for a message that did not.
+//
+// A CTE that is only a SELECT runs only as far as something reads it, so
+// the statement reads "woken" to the end (count) in its select list: the
+// pg_notify calls happen for sure. The session lookup walks
+// live_session_connection_idx for the one connection (a handful of rows)
+// and joins mediator_instance by its primary key.
+const liveTailSQL = `,
+live AS MATERIALIZED (
+    SELECT ls.instance
+    FROM msg
+    JOIN live_session ls ON ls.connection_id = msg.connection_id
+    JOIN mediator_instance mi ON mi.instance = ls.instance
+    WHERE mi.heartbeat_at > now() - $1::interval
+    ORDER BY ls.created_at DESC, ls.session_id DESC
+    LIMIT 1
+),
+woken AS MATERIALIZED (
+    SELECT pg_notify('mediator_' || left(md5(live.instance), 16), msg.connection_id::text)
+    FROM msg, live
+    WHERE live.instance <> $2::text
+)
+SELECT msg.id::text, msg.connection_id::text, msg.created_at,
+       coalesce((SELECT instance FROM live), ''),
+       (SELECT count(*) FROM woken)
+FROM msg`
+
+// The route lookup, the insert, the live-session lookup and the
+// notification are one statement, so a forward costs one round trip and
+// cannot race with a route being removed between the steps.
 // mediation_route's primary key makes it at most one row.
 const enqueueForwardSQL = `
-INSERT INTO queued_message (connection_id, recipient_dids, recipient_key, encrypted_message, size_bytes)
-SELECT r.connection_id, ARRAY[$2::text], r.recipient_key, $3::jsonb, $4
-FROM mediation_route r
-WHERE r.recipient_key = $1
-RETURNING id::text, connection_id::text, created_at`
+WITH msg AS (
+    INSERT INTO queued_message (connection_id, recipient_dids, recipient_key, encrypted_message, size_bytes)
+    SELECT r.connection_id, ARRAY[$4::text], r.recipient_key, $5::jsonb, $6
+    FROM mediation_route r
+    WHERE r.recipient_key = $3
+    RETURNING id, connection_id, created_at
+)` + liveTailSQL
 
 // EnqueueForward queues payload for the connection that registered
 // recipientKey. It returns queue.ErrUnknownRecipient (wrapped) when no
 // connection did, or when recipientKey is not a base58 Ed25519 key.
 //
-// Enqueued.LiveInstance is always empty for now: the live-session registry
-// (live_session, mediator_instance heartbeats, NOTIFY) is not implemented
-// yet, so no instance is known to hold a live session and the caller treats
-// the wallet as offline unless it is live on its own instance.
+// Enqueued.LiveInstance is the instance holding the connection's newest live
+// session, among instances with a fresh heartbeat, or "". When it is not
+// Options.Instance, that instance has been notified (on commit, by the same
+// statement).
 func (q *Queue) EnqueueForward(ctx context.Context, recipientKey string, payload []byte) (queue.Enqueued, error) {
 	did, err := didKey(recipientKey)
 	if err != nil {
@@ -99,26 +195,33 @@ func (q *Queue) EnqueueForward(ctx context.Context, recipientKey string, payload
 	ctx, cancel := context.WithTimeout(ctx, q.timeout)
 	defer cancel()
 
-	m := queue.Message{RecipientKey: recipientKey, Payload: slices.Clone(payload)}
-	err = q.pool.QueryRow(ctx, enqueueForwardSQL, recipientKey, did, payload, len(payload)).
-		Scan(&m.ID, &m.ConnectionID, &m.ReceivedAt)
+	var (
+		res    = queue.Enqueued{Message: queue.Message{RecipientKey: recipientKey, Payload: slices.Clone(payload)}}
+		woken  int
+		m      = &res.Message
+		params = []any{q.instanceTTL, q.instance, recipientKey, did, payload, len(payload)}
+	)
+	err = q.pool.QueryRow(ctx, enqueueForwardSQL, params...).
+		Scan(&m.ID, &m.ConnectionID, &m.ReceivedAt, &res.LiveInstance, &woken)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return queue.Enqueued{}, fmt.Errorf("queuepg: enqueue forward to %s: %w", recipientKey, queue.ErrUnknownRecipient)
 	}
 	if err != nil {
 		return queue.Enqueued{}, fmt.Errorf("queuepg: enqueue forward: %w", err)
 	}
-	return queue.Enqueued{Message: m}, nil
+	return res, nil
 }
 
 const enqueueSQL = `
-INSERT INTO queued_message (connection_id, recipient_dids, recipient_key, encrypted_message, size_bytes)
-VALUES ($1::uuid, ARRAY[$2::text], $3, $4::jsonb, $5)
-RETURNING id::text, created_at`
+WITH msg AS (
+    INSERT INTO queued_message (connection_id, recipient_dids, recipient_key, encrypted_message, size_bytes)
+    VALUES ($3::uuid, ARRAY[$4::text], $5, $6::jsonb, $7)
+    RETURNING id, connection_id, created_at
+)` + liveTailSQL
 
 // Enqueue queues payload for connectionID, addressed to recipientKey. The
-// connection is not looked up: the caller knows it. LiveInstance is empty,
-// as for EnqueueForward.
+// connection is not looked up: the caller knows it. LiveInstance and the
+// notification are as for EnqueueForward.
 func (q *Queue) Enqueue(ctx context.Context, connectionID, recipientKey string, payload []byte) (queue.Enqueued, error) {
 	connID, ok := canonicalUUID(connectionID)
 	if !ok {
@@ -134,13 +237,18 @@ func (q *Queue) Enqueue(ctx context.Context, connectionID, recipientKey string, 
 	ctx, cancel := context.WithTimeout(ctx, q.timeout)
 	defer cancel()
 
-	m := queue.Message{ConnectionID: connID, RecipientKey: recipientKey, Payload: slices.Clone(payload)}
-	err = q.pool.QueryRow(ctx, enqueueSQL, connID, did, recipientKey, payload, len(payload)).
-		Scan(&m.ID, &m.ReceivedAt)
+	var (
+		res    = queue.Enqueued{Message: queue.Message{RecipientKey: recipientKey, Payload: slices.Clone(payload)}}
+		woken  int
+		m      = &res.Message
+		params = []any{q.instanceTTL, q.instance, connID, did, recipientKey, payload, len(payload)}
+	)
+	err = q.pool.QueryRow(ctx, enqueueSQL, params...).
+		Scan(&m.ID, &m.ConnectionID, &m.ReceivedAt, &res.LiveInstance, &woken)
 	if err != nil {
 		return queue.Enqueued{}, fmt.Errorf("queuepg: enqueue: %w", err)
 	}
-	return queue.Enqueued{Message: m}, nil
+	return res, nil
 }
 
 // perCallPlan makes pgx send Stats' query as an unnamed statement (still
@@ -304,20 +412,33 @@ func (q *Queue) Ack(ctx context.Context, connectionID string, ids []string) (int
 	return int(tag.RowsAffected()), nil
 }
 
-const releaseSQL = namedSQL + `
-UPDATE queued_message m
+// unclaimSQL is the SET clause that returns a claimed row to pending. The
+// holder columns are cleared, so a release that comes late finds no holder.
+const unclaimSQL = `
 SET state = 'pending',
     sending_since = NULL,
     lease_expires_at = NULL,
     sending_instance = NULL,
-    sending_session = NULL
-FROM named
-WHERE m.id = named.id AND named.connection_id = $1::uuid AND named.state = 'sending'`
+    sending_session = NULL`
 
-// Release puts the connection's claimed messages with these ids back to
-// pending. Ids as for Ack are ignored. Attempts is kept, so a released message
-// shows it was handed out before.
-func (q *Queue) Release(ctx context.Context, connectionID string, ids []string) error {
+// The holder test is on the row itself (m), not on the CTE's snapshot: if
+// another holder claimed the row after that snapshot, PostgreSQL re-checks
+// m's conditions on the new version and leaves the row alone. The holder
+// columns are not indexed, so the test cannot steer the plan away from the
+// primary key (unlike a test on m.state); a row that is pending has no
+// holder, so it needs no state test either.
+const releaseSQL = namedSQL + `
+UPDATE queued_message m` + unclaimSQL + `
+FROM named
+WHERE m.id = named.id AND named.connection_id = $1::uuid AND named.state = 'sending'
+  AND m.sending_instance = $3::text AND m.sending_session = $4::text`
+
+// Release puts the connection's messages with these ids that h still holds
+// back to pending. Ids as for Ack are ignored, and so are messages h does not
+// hold (any more): a late release after the lease ran out and someone else
+// claimed the message does not take it away from them. Attempts is kept, so
+// a released message shows it was handed out before.
+func (q *Queue) Release(ctx context.Context, h queue.Holder, connectionID string, ids []string) error {
 	connID, ok := canonicalUUID(connectionID)
 	valid := validUUIDs(ids)
 	if !ok || len(valid) == 0 {
@@ -326,7 +447,7 @@ func (q *Queue) Release(ctx context.Context, connectionID string, ids []string) 
 	ctx, cancel := context.WithTimeout(ctx, q.timeout)
 	defer cancel()
 
-	if _, err := q.pool.Exec(ctx, releaseSQL, connID, valid); err != nil {
+	if _, err := q.pool.Exec(ctx, releaseSQL, connID, valid, h.Instance, h.Session); err != nil {
 		return fmt.Errorf("queuepg: release: %w", err)
 	}
 	return nil

@@ -15,8 +15,9 @@ import (
 // Checked here rather than in the package so that queuepg does not depend on
 // the mediator core.
 var (
-	_ mediator.Queue = (*queuepg.Queue)(nil)
-	_ pickup.Queue   = (*queuepg.Queue)(nil)
+	_ mediator.Queue  = (*queuepg.Queue)(nil)
+	_ pickup.Queue    = (*queuepg.Queue)(nil)
+	_ pickup.Registry = (*queuepg.Queue)(nil)
 )
 
 func TestQueue(t *testing.T) {

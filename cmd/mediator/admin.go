@@ -35,7 +35,7 @@ Example:
 			if err != nil {
 				return err
 			}
-			st, err := openStores(c.Context, c, log)
+			st, err := openStores(c.Context, c, log, "")
 			if err != nil {
 				return err
 			}

@@ -17,6 +17,7 @@ import (
 	"github.com/openmediator/mediator/keyring"
 	"github.com/openmediator/mediator/mediator"
 	"github.com/openmediator/mediator/memstore"
+	"github.com/openmediator/mediator/notify"
 	"github.com/openmediator/mediator/pickup"
 	"github.com/openmediator/mediator/queuepg"
 	"github.com/openmediator/mediator/storepg"
@@ -122,8 +123,11 @@ type stores struct {
 	queue interface {
 		mediator.Queue
 		pickup.Queue
+		pickup.Registry
 	}
 	keys    *keyring.Keyring
+	cluster *queuepg.Queue // nil in memory: one process is the whole cluster
+	ping    func(ctx context.Context) error
 	close   func()
 	durable bool
 }
@@ -134,7 +138,14 @@ const queueLease = 60 * time.Second
 
 // openStores opens PostgreSQL (creating and migrating the database) or,
 // with no database URL, the in-memory store.
-func openStores(ctx context.Context, c *cli.Context, log *slog.Logger) (*stores, error) {
+func openStores(ctx context.Context, c *cli.Context, log *slog.Logger, instance string) (*stores, error) {
+	lease, ackGrace, ttl := queueLease, time.Duration(0), time.Duration(0)
+	if c.IsSet("delivery-lease") {
+		lease = c.Duration("delivery-lease")
+	}
+	if c.Command.Name == "serve" {
+		ackGrace, ttl = c.Duration("ack-grace"), c.Duration("instance-ttl")
+	}
 	dbURL := c.String(flagDatabaseURL.Name)
 	masterText := c.String(flagMasterKey.Name)
 	if dbURL == "" {
@@ -148,12 +159,13 @@ func openStores(ctx context.Context, c *cli.Context, log *slog.Logger) (*stores,
 		} else if _, err := rand.Read(master); err != nil {
 			return nil, err
 		}
-		mem := memstore.New(memstore.Options{Lease: queueLease})
+		mem := memstore.New(memstore.Options{Lease: lease, AckGrace: ackGrace})
 		keys, err := keyring.New(mem, master)
 		if err != nil {
 			return nil, err
 		}
-		return &stores{store: mem, queue: mem, keys: keys, close: func() {}}, nil
+		return &stores{store: mem, queue: mem, keys: keys, close: func() {},
+			ping: func(context.Context) error { return nil }}, nil
 	}
 	if masterText == "" {
 		return nil, fmt.Errorf("--master-key (MEDIATOR_MASTER_KEY) is required with --database-url: generate one with `openssl rand -hex 32` and give every instance the same")
@@ -176,7 +188,13 @@ func openStores(ctx context.Context, c *cli.Context, log *slog.Logger) (*stores,
 		pool.Close()
 		return nil, err
 	}
-	return &stores{store: st, queue: queuepg.New(pool, queuepg.Options{Lease: queueLease}), keys: keys, close: pool.Close, durable: true}, nil
+	q := queuepg.New(pool, queuepg.Options{Lease: lease, Instance: instance, InstanceTTL: ttl, AckGrace: ackGrace})
+	return &stores{store: st, queue: q, keys: keys, cluster: q, close: pool.Close, durable: true,
+		ping: func(ctx context.Context) error {
+			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			return pool.Ping(ctx)
+		}}, nil
 }
 
 func instanceID() string {
@@ -184,4 +202,33 @@ func instanceID() string {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	return fmt.Sprintf("%s-%d-%x", host, os.Getpid(), b)
+}
+
+// newNotifier builds the offline-recipient webhook, or nil if none is set.
+func newNotifier(c *cli.Context, log *slog.Logger, store mediator.Store) (*notify.Webhook, error) {
+	u := c.String("webhook-url")
+	if u == "" {
+		return nil, nil
+	}
+	secret := c.String("webhook-secret")
+	if f := c.String("webhook-secret-file"); f != "" {
+		if secret != "" {
+			return nil, fmt.Errorf("give --webhook-secret or --webhook-secret-file, not both")
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("--webhook-secret-file: %w", err)
+		}
+		secret = strings.TrimSpace(string(b))
+	}
+	w, err := notify.NewWebhook(notify.WebhookConfig{
+		URL:    u,
+		Secret: []byte(secret),
+		Lookup: store.DeviceInfo,
+		Logger: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("--webhook-url: %w", err)
+	}
+	return w, nil
 }

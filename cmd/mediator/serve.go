@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/openmediator/mediator/mediator"
 	"github.com/openmediator/mediator/pickup"
+	"github.com/openmediator/mediator/queuepg"
 	"github.com/openmediator/mediator/transport"
 )
 
@@ -34,6 +37,24 @@ Example:
 				Usage: "largest inbound message in `BYTES` (HTTP 413 / WebSocket close 1009 above it)"},
 			&cli.BoolFlag{Name: "implicit-pickup", Value: true, EnvVars: []string{"MEDIATOR_IMPLICIT_PICKUP"},
 				Usage: "push queued messages raw on a WebSocket that sends any message with return_route \"all\" and no pickup protocol (older wallets' Implicit mode)"},
+			&cli.DurationFlag{Name: "delivery-lease", Value: 60 * time.Second, EnvVars: []string{"MEDIATOR_DELIVERY_LEASE"},
+				Usage: "`DURATION` a delivered message waits for messages-received before it is delivered again"},
+			&cli.DurationFlag{Name: "ack-grace", Value: 5 * time.Second, EnvVars: []string{"MEDIATOR_ACK_GRACE"},
+				Usage: "`DURATION` the unacknowledged messages of a socket that closed wait for a late messages-received before they are delivered again"},
+			&cli.DurationFlag{Name: "heartbeat-interval", Value: 5 * time.Second, EnvVars: []string{"MEDIATOR_HEARTBEAT_INTERVAL"},
+				Usage: "`DURATION` between this instance's heartbeats in the database"},
+			&cli.DurationFlag{Name: "instance-ttl", Value: 30 * time.Second, EnvVars: []string{"MEDIATOR_INSTANCE_TTL"},
+				Usage: "`DURATION` after which an instance without heartbeat is dead: its sessions are removed and its in-flight messages requeued"},
+			&cli.DurationFlag{Name: "reconcile-interval", Value: 30 * time.Second, EnvVars: []string{"MEDIATOR_RECONCILE_INTERVAL"},
+				Usage: "`DURATION` between passes that push whatever is pending to this instance's live sockets (covers lost notifications)"},
+			&cli.DurationFlag{Name: "shutdown-timeout", Value: 20 * time.Second, EnvVars: []string{"MEDIATOR_SHUTDOWN_TIMEOUT"},
+				Usage: "`DURATION` allowed for a graceful shutdown on SIGTERM/SIGINT"},
+			&cli.StringFlag{Name: "webhook-url", EnvVars: []string{"MEDIATOR_WEBHOOK_URL"},
+				Usage: "`URL` that receives a signed JSON POST when a message is queued for a wallet that is offline everywhere"},
+			&cli.StringFlag{Name: "webhook-secret", EnvVars: []string{"MEDIATOR_WEBHOOK_SECRET"},
+				Usage: "`SECRET` for the webhook's HMAC-SHA256 signature header (or use --webhook-secret-file)"},
+			&cli.StringFlag{Name: "webhook-secret-file", EnvVars: []string{"MEDIATOR_WEBHOOK_SECRET_FILE"},
+				Usage: "`FILE` holding the webhook secret"},
 			&cli.BoolFlag{Name: "auto-grant", Value: true, EnvVars: []string{"MEDIATOR_AUTO_GRANT"},
 				Usage: "grant every mediation request (false: deny them)"},
 		),
@@ -51,7 +72,8 @@ func runServe(c *cli.Context) error {
 		return err
 	}
 	ctx := c.Context
-	st, err := openStores(ctx, c, log)
+	instance := instanceID()
+	st, err := openStores(ctx, c, log, instance)
 	if err != nil {
 		return err
 	}
@@ -59,11 +81,18 @@ func runServe(c *cli.Context) error {
 	if !st.durable {
 		log.Warn("no --database-url: running on the in-memory store; connections, keys and queued messages are lost on restart")
 	}
-	instance := instanceID()
-	pk := pickup.New(st.queue, pickup.Options{Instance: instance, Logger: log, Implicit: c.Bool("implicit-pickup")})
-	agent, err := mediator.New(ctx, mediator.Config{
-		Endpoints: eps, Label: c.String(flagLabel.Name), AutoGrant: c.Bool("auto-grant"), Logger: log,
-	}, st.store, st.queue, st.keys, pk)
+	notifier, err := newNotifier(c, log, st.store)
+	if err != nil {
+		return err
+	}
+	pk := pickup.New(st.queue, pickup.Options{Instance: instance, Logger: log, Implicit: c.Bool("implicit-pickup"),
+		Registry: st.queue, AckGrace: c.Duration("ack-grace")})
+	cfg := mediator.Config{Endpoints: eps, Label: c.String(flagLabel.Name), AutoGrant: c.Bool("auto-grant"),
+		Instance: instance, Logger: log}
+	if notifier != nil {
+		cfg.Notifier = notifier
+	}
+	agent, err := mediator.New(ctx, cfg, st.store, st.queue, st.keys, pk)
 	if err != nil {
 		return err
 	}
@@ -72,10 +101,25 @@ func runServe(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
 	}
+	var ready atomic.Bool
 	mux := http.NewServeMux()
 	mux.Handle("/invitation", agent.InvitationHandler())
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ready\n")) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		if err := st.ping(r.Context()); err != nil {
+			http.Error(w, "database unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		if st.cluster != nil && !st.cluster.ListenerConnected() {
+			http.Error(w, "database notifications unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
 	srv := transport.NewServer(transport.Config{
 		MaxMessageBytes: c.Int64("max-message-bytes"),
 		PingInterval:    c.Duration("ws-ping-interval"),
@@ -83,10 +127,43 @@ func runServe(c *cli.Context) error {
 		Logger:          log,
 	}, agent)
 
+	// Background work stops when runCtx ends, after the listener has closed.
+	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRun()
+	var bg sync.WaitGroup
+	if notifier != nil {
+		notifier.Start(runCtx)
+	}
+	if st.cluster != nil {
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			err := st.cluster.Run(runCtx, queuepg.ClusterOptions{
+				Instance:       instance,
+				Heartbeat:      c.Duration("heartbeat-interval"),
+				InstanceTTL:    c.Duration("instance-ttl"),
+				ReconcileEvery: c.Duration("reconcile-interval"),
+				OnWake:         pk.MessageQueued,
+				OnReconcile:    pk.Reconcile,
+				Logger:         log,
+			})
+			if err != nil && runCtx.Err() == nil {
+				log.Error("cluster membership stopped", "err", err)
+			}
+		}()
+	} else {
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			reconcileLoop(runCtx, c.Duration("reconcile-interval"), pk.Reconcile)
+		}()
+	}
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(runCtx, ln) }()
+	ready.Store(true)
 	log.Info("mediator ready", "listen", ln.Addr().String(), "endpoints", eps, "instance", instance,
 		"invitation_url", agent.Invitation().URL(), "durable", st.durable)
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ctx, ln) }()
 	select {
 	case err := <-errc:
 		if err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -95,13 +172,51 @@ func runServe(c *cli.Context) error {
 		return nil
 	case <-ctx.Done():
 	}
+
+	// Graceful shutdown: report not ready, stop accepting and close the
+	// sockets, let session clean-ups return their in-flight messages, then
+	// leave the cluster (this instance's sessions and leases go) and stop.
 	log.Info("shutting down")
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	ready.Store(false)
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.Duration("shutdown-timeout"))
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil {
-		log.Warn("shutdown incomplete", "err", err)
+		log.Warn("transport shutdown incomplete", "err", err)
 	}
+	if err := pk.Close(shutdownCtx); err != nil {
+		log.Warn("pickup shutdown incomplete", "err", err)
+	}
+	if st.cluster != nil {
+		if err := st.cluster.Leave(shutdownCtx, instance); err != nil {
+			log.Warn("leaving the cluster failed; the janitor of another instance cleans up", "err", err)
+		}
+	}
+	if notifier != nil {
+		if err := notifier.Close(shutdownCtx); err != nil {
+			log.Warn("webhook flush incomplete", "err", err)
+		}
+	}
+	stopRun()
+	bg.Wait()
 	<-errc
 	log.Info("stopped")
 	return nil
+}
+
+// reconcileLoop wakes every local push session periodically (in-memory
+// mode has no cluster loop to do it).
+func reconcileLoop(ctx context.Context, every time.Duration, reconcile func(context.Context)) {
+	if every <= 0 {
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			reconcile(ctx)
+		}
+	}
 }

@@ -15,7 +15,8 @@ import (
 	"github.com/openmediator/mediator/record"
 )
 
-// RunQueue runs the transport queue conformance tests.
+// RunQueue runs the transport queue and live-session registry conformance
+// tests.
 func RunQueue(t *testing.T, newFixture NewQueueFixture) {
 	tests := []struct {
 		name string
@@ -33,7 +34,13 @@ func RunQueue(t *testing.T, newFixture NewQueueFixture) {
 		{"LeaseExpiry", testLeaseExpiry},
 		{"Ack", testAck},
 		{"Release", testRelease},
+		{"ReleaseByForeignHolder", testReleaseForeignHolder},
+		{"ReleaseAfterReclaim", testReleaseAfterReclaim},
 		{"Stats", testStats},
+		{"LiveInstance", testLiveInstance},
+		{"UnregisterRemovesOnlyItsSession", testUnregisterOnlyOwn},
+		{"UnregisterReleasesItsMessages", testUnregisterReleases},
+		{"RegisterSessionRejectsBadInput", testRegisterBadInput},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -266,7 +273,7 @@ func testLimit(t *testing.T, newFixture NewQueueFixture) {
 		got := claim(t, f.Queue, all, tc.limit, holderA)
 		sameIDs(t, "Claim limit "+itoa(tc.limit), got, sent[:tc.want])
 		// Put them back for the next case.
-		if err := f.Queue.Release(t.Context(), conn, ids(got)); err != nil {
+		if err := f.Queue.Release(t.Context(), holderA, conn, ids(got)); err != nil {
 			t.Fatalf("Release: %v", err)
 		}
 	}
@@ -334,7 +341,7 @@ func testFilter(t *testing.T, newFixture NewQueueFixture) {
 		t.Run(tc.name, func(t *testing.T) {
 			got := claim(t, f.Queue, tc.filter, 100, holderA)
 			sameIDs(t, "Claim", got, tc.want)
-			if err := f.Queue.Release(t.Context(), tc.filter.ConnectionID, ids(got)); err != nil {
+			if err := f.Queue.Release(t.Context(), holderA, tc.filter.ConnectionID, ids(got)); err != nil {
 				t.Fatalf("Release: %v", err)
 			}
 		})
@@ -524,10 +531,10 @@ func testRelease(t *testing.T, newFixture NewQueueFixture) {
 	sameIDs(t, "claim B", claim(t, f.Queue, fb, 10, holderA), []queue.Message{mb})
 
 	// Junk and another connection's ids are ignored, not an error.
-	if err := f.Queue.Release(ctx, a, []string{m1.ID, "junk", mb.ID, newID()}); err != nil {
+	if err := f.Queue.Release(ctx, holderA, a, []string{m1.ID, "junk", mb.ID, newID()}); err != nil {
 		t.Fatalf("Release: %v", err)
 	}
-	if err := f.Queue.Release(ctx, "junk", []string{m2.ID}); err != nil {
+	if err := f.Queue.Release(ctx, holderA, "junk", []string{m2.ID}); err != nil {
 		t.Fatalf("Release with a junk connection id: %v", err)
 	}
 	if s := stats(t, f.Queue, fa); s.Count != 1 || !s.Oldest.Equal(m1.ReceivedAt) {
@@ -542,7 +549,7 @@ func testRelease(t *testing.T, newFixture NewQueueFixture) {
 
 	// Releasing a pending message changes nothing.
 	m3 := forward(t, f.Queue, ka, envelope(4))
-	if err := f.Queue.Release(ctx, a, []string{m3.ID}); err != nil {
+	if err := f.Queue.Release(ctx, holderA, a, []string{m3.ID}); err != nil {
 		t.Fatalf("Release of a pending message: %v", err)
 	}
 	got := claim(t, f.Queue, fa, 10, holderB)
@@ -586,7 +593,7 @@ func testStats(t *testing.T, newFixture NewQueueFixture) {
 	if got, want := stats(t, f.Queue, fa), want(setup.toA1[2:]); !equal(got, want) {
 		t.Errorf("Stats with two in flight = %+v, want %+v", got, want)
 	}
-	if err := f.Queue.Release(t.Context(), setup.a, ids(claimed[:1])); err != nil {
+	if err := f.Queue.Release(t.Context(), holderA, setup.a, ids(claimed[:1])); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := stats(t, f.Queue, fa), want([]queue.Message{setup.toA1[0], setup.toA1[2]}); !equal(got, want) {

@@ -22,10 +22,12 @@ import (
 	"github.com/openmediator/mediator/pickup"
 )
 
-// Queue is a transport queue: what the mediator and pickup need of it.
+// Queue is a transport queue: what the mediator and pickup need of it,
+// including the cluster-wide registry of live sessions.
 type Queue interface {
 	mediator.Queue
 	pickup.Queue
+	pickup.Registry
 }
 
 // QueueFixture is a fresh, empty backend for one queue test.

@@ -429,26 +429,7 @@ func NewSender() (*Sender, error) {
 // Forward authcrypts plaintext to recipientKey, wraps it in a forward for
 // the routing key, and POSTs it to endpoint. It returns the inner envelope.
 func (s *Sender) Forward(ctx context.Context, endpoint, routingKey, recipientKey string, plaintext []byte) ([]byte, error) {
-	rk, err := base58.Decode(recipientKey)
-	if err != nil {
-		return nil, err
-	}
-	inner, err := envelope.PackAuthcrypt(plaintext, s.Key, ed25519.PublicKey(rk))
-	if err != nil {
-		return nil, err
-	}
-	fwd, err := json.Marshal(map[string]any{
-		"@type": "https://didcomm.org/routing/1.0/forward", "@id": uuid.NewString(),
-		"to": recipientKey, "msg": json.RawMessage(inner),
-	})
-	if err != nil {
-		return nil, err
-	}
-	routing, err := base58.Decode(routingKey)
-	if err != nil {
-		return nil, err
-	}
-	outer, err := envelope.PackAnoncrypt(fwd, ed25519.PublicKey(routing))
+	inner, outer, err := s.pack(routingKey, recipientKey, plaintext)
 	if err != nil {
 		return nil, err
 	}
@@ -457,6 +438,36 @@ func (s *Sender) Forward(ctx context.Context, endpoint, routingKey, recipientKey
 		return nil, err
 	}
 	return inner, nil
+}
+
+// PackForward returns the packed forward Forward would post.
+func (s *Sender) PackForward(routingKey, recipientKey string, plaintext []byte) ([]byte, error) {
+	_, outer, err := s.pack(routingKey, recipientKey, plaintext)
+	return outer, err
+}
+
+func (s *Sender) pack(routingKey, recipientKey string, plaintext []byte) (inner, outer []byte, err error) {
+	rk, err := base58.Decode(recipientKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	inner, err = envelope.PackAuthcrypt(plaintext, s.Key, ed25519.PublicKey(rk))
+	if err != nil {
+		return nil, nil, err
+	}
+	fwd, err := json.Marshal(map[string]any{
+		"@type": "https://didcomm.org/routing/1.0/forward", "@id": uuid.NewString(),
+		"to": recipientKey, "msg": json.RawMessage(inner),
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	routing, err := base58.Decode(routingKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	outer, err = envelope.PackAnoncrypt(fwd, ed25519.PublicKey(routing))
+	return inner, outer, err
 }
 
 func describe(m *didcomm.Message) string {
