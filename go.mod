@@ -9,8 +9,10 @@ require (
 	github.com/hyperledger/aries-framework-go v0.3.2
 	github.com/jackc/pgx/v5 v5.13.0
 	github.com/mr-tron/base58 v1.3.0
+	github.com/skip2/go-qrcode v0.0.0-20200617195104-da1b6568686e
 	github.com/urfave/cli/v2 v2.27.7
 	golang.org/x/crypto v0.59.0
+	gopkg.in/yaml.v3 v3.0.1
 )
 
 require (
@@ -32,6 +34,7 @@ require (
 	github.com/multiformats/go-multibase v0.1.1 // indirect
 	github.com/piprate/json-gold v0.4.2 // indirect
 	github.com/pquerna/cachecontrol v0.1.0 // indirect
+	github.com/rogpeppe/go-internal v1.16.0 // indirect
 	github.com/russross/blackfriday/v2 v2.1.0 // indirect
 	github.com/stretchr/testify v1.12.1 // indirect
 	github.com/teserakt-io/golang-ed25519 v0.0.0-20210104091850-3888c087a4c8 // indirect
