@@ -22,7 +22,8 @@ multi-use invitation wallets scan. Every instance of a deployment gives out the 
 Example:
    mediator invitation --database-url postgres://postgres@127.0.0.1:5432/mediator \
      --master-key "$MEDIATOR_MASTER_KEY" --endpoint https://m.example.org --endpoint wss://m.example.org`,
-		Flags: identityFlags(),
+		Flags:  identityFlags(),
+		Before: loadConfigFile,
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c)
 			if err != nil {
@@ -65,7 +66,8 @@ func migrateCommand() *cli.Command {
 
 Example:
    mediator migrate --database-url postgres://postgres@127.0.0.1:5432/mediator`,
-		Flags: []cli.Flag{flagDatabaseURL, flagLogFormat, flagLogLevel},
+		Flags:  []cli.Flag{flagConfig, flagDatabaseURL, flagDatabasePasswordFile, flagLogFormat, flagLogLevel},
+		Before: loadConfigFile,
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c)
 			if err != nil {
@@ -80,7 +82,11 @@ Example:
 }
 
 func migrate(c *cli.Context, log *slog.Logger) error {
-	pool, err := pgdb.Open(c.Context, c.String(flagDatabaseURL.Name), log)
+	dbURL, err := databaseURL(c)
+	if err != nil {
+		return err
+	}
+	pool, err := pgdb.Open(c.Context, dbURL, log)
 	if err != nil {
 		return fmt.Errorf("database: %w", err)
 	}

@@ -56,7 +56,8 @@ var (
 )
 
 func identityFlags() []cli.Flag {
-	return []cli.Flag{flagListen, flagEndpoint, flagDatabaseURL, flagMasterKey, flagLabel, flagLogFormat, flagLogLevel}
+	return []cli.Flag{flagConfig, flagListen, flagEndpoint, flagDatabaseURL, flagDatabasePasswordFile,
+		flagMasterKey, flagMasterKeyFile, flagLabel, flagLogFormat, flagLogLevel}
 }
 
 func newLogger(c *cli.Context) (*slog.Logger, error) {
@@ -146,8 +147,14 @@ func openStores(ctx context.Context, c *cli.Context, log *slog.Logger, instance 
 	if c.Command.Name == "serve" {
 		ackGrace, ttl = c.Duration("ack-grace"), c.Duration("instance-ttl")
 	}
-	dbURL := c.String(flagDatabaseURL.Name)
-	masterText := c.String(flagMasterKey.Name)
+	dbURL, err := databaseURL(c)
+	if err != nil {
+		return nil, err
+	}
+	masterText, err := masterKeyText(c)
+	if err != nil {
+		return nil, err
+	}
 	if dbURL == "" {
 		master := make([]byte, keyring.MasterKeySize)
 		if masterText != "" {
@@ -168,7 +175,7 @@ func openStores(ctx context.Context, c *cli.Context, log *slog.Logger, instance 
 			ping: func(context.Context) error { return nil }}, nil
 	}
 	if masterText == "" {
-		return nil, fmt.Errorf("--master-key (MEDIATOR_MASTER_KEY) is required with --database-url: generate one with `openssl rand -hex 32` and give every instance the same")
+		return nil, fmt.Errorf("--master-key (MEDIATOR_MASTER_KEY) or --master-key-file is required with --database-url: generate one with `openssl rand -hex 32` and give every instance the same")
 	}
 	master, err := keyring.ParseMasterKey(masterText)
 	if err != nil {

@@ -58,11 +58,38 @@ Example:
 			&cli.BoolFlag{Name: "auto-grant", Value: true, EnvVars: []string{"MEDIATOR_AUTO_GRANT"},
 				Usage: "grant every mediation request (false: deny them)"},
 		),
+		Before: loadConfigFile,
 		Action: runServe,
 	}
 }
 
+// validateServe checks settings that each look fine alone but not together.
+func validateServe(c *cli.Context) error {
+	positive := []string{"ws-ping-interval", "delivery-lease", "heartbeat-interval", "instance-ttl", "shutdown-timeout"}
+	for _, name := range positive {
+		if c.Duration(name) <= 0 {
+			return fmt.Errorf("--%s must be positive", name)
+		}
+	}
+	if c.Duration("reconcile-interval") < 0 || c.Duration("ack-grace") < 0 {
+		return fmt.Errorf("--reconcile-interval and --ack-grace cannot be negative")
+	}
+	if hb, ttl := c.Duration("heartbeat-interval"), c.Duration("instance-ttl"); ttl < 3*hb {
+		return fmt.Errorf("--instance-ttl (%s) must be at least 3 × --heartbeat-interval (%s), or live instances are taken for dead", ttl, hb)
+	}
+	if c.Duration("ack-grace") >= c.Duration("delivery-lease") {
+		return fmt.Errorf("--ack-grace (%s) must be shorter than --delivery-lease (%s)", c.Duration("ack-grace"), c.Duration("delivery-lease"))
+	}
+	if c.Int64("max-message-bytes") < 1024 {
+		return fmt.Errorf("--max-message-bytes must be at least 1024")
+	}
+	return nil
+}
+
 func runServe(c *cli.Context) error {
+	if err := validateServe(c); err != nil {
+		return err
+	}
 	log, err := newLogger(c)
 	if err != nil {
 		return err
