@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -374,4 +375,48 @@ func TestClusterDuplicateForwardsAreEachDeliveredOnce(t *testing.T) {
 	if n := queueRows(t, c.dbURL); n != 0 {
 		t.Fatalf("queue holds %d rows after pickup, want 0", n)
 	}
+}
+
+func TestClusterGracefulShutdownHandsOverInFlight(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := startCluster(t, 2)
+	a, b := c.nodes[0], c.nodes[1]
+	recipient := connectedRecipient(ctx, t, getInvitation(t, c.proxy))
+	held := newCollector(false)
+	go held.run(liveSocket(t, ctx, recipient, a.wsURL()))
+	sender, _ := wallet.NewSender()
+	forwardN(t, ctx, sender, b.base, recipient, 3)
+	waitFor(t, 15*time.Second, "3 unacknowledged deliveries on A", func() bool { u, _ := held.count(); return u == 3 })
+
+	if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-a.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("A did not stop within 30s of SIGTERM")
+	}
+	if code := a.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("A exited with %d after SIGTERM, want 0", code)
+	}
+	conn, err := pgx.Connect(ctx, c.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var instances, sessions, sending int
+	if err := conn.QueryRow(ctx, `SELECT (SELECT count(*) FROM mediator_instance), (SELECT count(*) FROM live_session),
+		(SELECT count(*) FROM queued_message WHERE state = 'sending')`).Scan(&instances, &sessions, &sending); err != nil {
+		t.Fatal(err)
+	}
+	if instances != 1 || sessions != 0 || sending != 0 {
+		t.Fatalf("after A's graceful stop: %d instances, %d live sessions, %d in flight; want 1, 0, 0", instances, sessions, sending)
+	}
+	col := newCollector(true)
+	sock := liveSocket(t, ctx, recipient, b.wsURL())
+	go col.run(sock)
+	_ = sock.Send(map[string]any{"@type": "https://didcomm.org/messagepickup/2.0/status-request", "@id": uuid.NewString()})
+	waitFor(t, 15*time.Second, "the 3 messages through B", func() bool { u, _ := col.count(); return u == 3 })
+	waitFor(t, 10*time.Second, "an empty queue", func() bool { return queueRows(t, c.dbURL) == 0 })
 }
