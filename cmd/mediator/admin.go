@@ -22,7 +22,8 @@ multi-use invitation wallets scan. Every instance of a deployment gives out the 
 Example:
    mediator invitation --database-url postgres://postgres@127.0.0.1:5432/mediator \
      --master-key "$MEDIATOR_MASTER_KEY" --endpoint https://m.example.org --endpoint wss://m.example.org`,
-		Flags:  identityFlags(),
+		Flags: append(identityFlags(),
+			&cli.BoolFlag{Name: "qr", Usage: "also print the invitation URL as a QR code to scan from the terminal (drawn for a dark background)"}),
 		Before: loadConfigFile,
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c)
@@ -53,6 +54,9 @@ Example:
 			}
 			fmt.Fprintln(c.App.Writer, inv.URL())
 			fmt.Fprintln(c.App.Writer, string(b))
+			if c.Bool("qr") {
+				return printQR(c.App.Writer, inv.URL())
+			}
 			return nil
 		},
 	}

@@ -35,6 +35,14 @@ func newApp() *cli.App {
 			serveCommand(),
 			invitationCommand(),
 			migrateCommand(),
+			queueCommand(),
+			connectionsCommand(),
+			sessionsCommand(),
+			instancesCommand(),
+			keysCommand(),
+			healthcheckCommand(),
+			versionCommand(),
+			completionCommand(),
 		},
 	}
 }
