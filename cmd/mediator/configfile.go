@@ -48,10 +48,20 @@ func loadConfigFile(c *cli.Context) error {
 	if err := yaml.Unmarshal(b, &settings); err != nil {
 		return fmt.Errorf("--config %s: not valid YAML: %w", path, err)
 	}
-	known := map[string]bool{}
+	// One file serves every command: keys of other commands' flags are
+	// skipped here, keys of no command are typos.
+	mine := map[string]bool{}
 	for _, f := range c.Command.Flags {
 		for _, n := range f.Names() {
-			known[n] = true
+			mine[n] = true
+		}
+	}
+	known := map[string]bool{}
+	for _, cmd := range c.App.Commands {
+		for _, f := range allFlags(cmd) {
+			for _, n := range f.Names() {
+				known[n] = true
+			}
 		}
 	}
 	keys := make([]string, 0, len(settings))
@@ -60,10 +70,10 @@ func loadConfigFile(c *cli.Context) error {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		if !known[k] || k == flagConfig.Name {
-			return fmt.Errorf("--config %s: unknown setting %q (settings are named like the flags of `mediator %s --help`)", path, k, c.Command.Name)
+		if !known[k] || k == flagConfig.Name || k == "help" {
+			return fmt.Errorf("--config %s: unknown setting %q (settings are named like the flags of `mediator serve --help`)", path, k)
 		}
-		if c.IsSet(k) {
+		if !mine[k] || c.IsSet(k) {
 			continue
 		}
 		values, err := settingValues(settings[k])
@@ -72,7 +82,7 @@ func loadConfigFile(c *cli.Context) error {
 		}
 		for _, v := range values {
 			if err := c.Set(k, v); err != nil {
-				return fmt.Errorf("--config %s: %s: %w", path, k, err)
+				return fmt.Errorf("--config %s: %s: cannot use %q: %w (durations look like 30s or 5m, booleans are true or false, sizes are plain numbers of bytes)", path, k, truncate(v, 64), err)
 			}
 		}
 	}
@@ -150,4 +160,20 @@ func databaseURL(c *cli.Context) (string, error) {
 	}
 	u.User = url.UserPassword(user, pw)
 	return u.String(), nil
+}
+
+// allFlags lists a command's flags and its subcommands'.
+func allFlags(cmd *cli.Command) []cli.Flag {
+	out := append([]cli.Flag(nil), cmd.Flags...)
+	for _, sub := range cmd.Subcommands {
+		out = append(out, allFlags(sub)...)
+	}
+	return out
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }

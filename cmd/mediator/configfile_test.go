@@ -142,3 +142,20 @@ func TestSecretsFromFiles(t *testing.T) {
 		t.Fatalf("both key sources: %v", err)
 	}
 }
+
+func TestOneConfigFileServesEveryCommand(t *testing.T) {
+	app := newApp()
+	var got *cli.Context
+	for _, cmd := range app.Commands {
+		if cmd.Name == "migrate" {
+			cmd.Action = func(c *cli.Context) error { got = c; return nil }
+		}
+	}
+	app.Writer, app.ErrWriter = &bytes.Buffer{}, &bytes.Buffer{}
+	if err := app.Run([]string{"mediator", "migrate", "--config", "../../configs/mediator.example.yaml"}); err != nil {
+		t.Fatalf("migrate with the serve example config: %v", err)
+	}
+	if got.String("database-url") != "postgres://mediator@db.internal:5432/mediator" {
+		t.Fatalf("database-url = %q, want the file's", got.String("database-url"))
+	}
+}

@@ -87,6 +87,9 @@ func validateServe(c *cli.Context) error {
 }
 
 func runServe(c *cli.Context) error {
+	if c.Args().Len() > 0 {
+		return fmt.Errorf("unexpected argument %q: serve takes only flags (write booleans as --auto-grant=false)", c.Args().First())
+	}
 	if err := validateServe(c); err != nil {
 		return err
 	}
@@ -99,6 +102,18 @@ func runServe(c *cli.Context) error {
 		return err
 	}
 	ctx := c.Context
+	// Bind first: a busy or malformed --listen should fail before the
+	// database is touched. Connections wait in the backlog until Serve.
+	ln, err := net.Listen("tcp", c.String(flagListen.Name))
+	if err != nil {
+		return fmt.Errorf("--listen %q (want HOST:PORT, e.g. 0.0.0.0:8080): %w", c.String(flagListen.Name), err)
+	}
+	defer ln.Close()
+	if !c.IsSet(flagEndpoint.Name) {
+		if host, _, _ := net.SplitHostPort(c.String(flagListen.Name)); host == "" || host == "0.0.0.0" || host == "::" {
+			log.Warn("no --endpoint: wallets are told " + eps[0] + ", which only this machine can reach; set --endpoint to the public https:// and wss:// URLs")
+		}
+	}
 	instance := instanceID()
 	st, err := openStores(ctx, c, log, instance)
 	if err != nil {
@@ -124,10 +139,6 @@ func runServe(c *cli.Context) error {
 		return err
 	}
 
-	ln, err := net.Listen("tcp", c.String(flagListen.Name))
-	if err != nil {
-		return fmt.Errorf("--listen: %w", err)
-	}
 	var ready atomic.Bool
 	mux := http.NewServeMux()
 	mux.Handle("/invitation", agent.InvitationHandler())
@@ -190,7 +201,8 @@ func runServe(c *cli.Context) error {
 	go func() { errc <- srv.Serve(runCtx, ln) }()
 	ready.Store(true)
 	log.Info("mediator ready", "listen", ln.Addr().String(), "endpoints", eps, "instance", instance,
-		"invitation_url", agent.Invitation().URL(), "durable", st.durable)
+		"durable", st.durable, "auto_grant", c.Bool("auto-grant"), "implicit_pickup", c.Bool("implicit-pickup"))
+	log.Info("invitation", "url", agent.Invitation().URL())
 	select {
 	case err := <-errc:
 		if err != nil && !errors.Is(err, http.ErrServerClosed) {

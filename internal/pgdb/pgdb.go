@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -29,6 +30,9 @@ const (
 // maintenanceDB is the database that exists on every PostgreSQL server and
 // that we connect to in order to create the target database.
 const maintenanceDB = "postgres"
+
+// defaultConnectTimeout bounds one connection attempt.
+const defaultConnectTimeout = 10 * time.Second
 
 // Open connects to databaseURL and returns a pool on it. If the database does
 // not exist, it is created first (on the same server, through its "postgres"
@@ -49,6 +53,12 @@ func Open(ctx context.Context, databaseURL string, logger *slog.Logger) (*pgxpoo
 		// Makes our sessions recognisable in pg_stat_activity.
 		cfg.ConnConfig.RuntimeParams["application_name"] = "mediator"
 	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		// A server that accepts TCP but never answers must not hang start-up
+		// forever; connect_timeout in the URL overrides this.
+		cfg.ConnConfig.ConnectTimeout = defaultConnectTimeout
+	}
+	logger.Info("connecting to database", "host", cfg.ConnConfig.Host, "port", cfg.ConnConfig.Port, "database", cfg.ConnConfig.Database)
 
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
