@@ -59,10 +59,11 @@ func mediatorBinary(t *testing.T) string {
 
 // instance is one running `mediator serve`.
 type instance struct {
-	base string
-	cmd  *exec.Cmd
-	logs *syncBuffer
-	done chan struct{}
+	base  string
+	admin string // the admin listener: /metrics, /healthz, /readyz
+	cmd   *exec.Cmd
+	logs  *syncBuffer
+	done  chan struct{}
 }
 
 // kill ends the process with SIGKILL, as a crash would.
@@ -104,7 +105,9 @@ func startMediator(t *testing.T, env ...string) *instance {
 	port := freePort(t)
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	cmd := exec.Command(mediatorBinary(t), "serve", "--log-level", "debug")
-	cmd.Env = append(os.Environ(), append(env, fmt.Sprintf("MEDIATOR_LISTEN=127.0.0.1:%d", port))...)
+	adminPort := freePort(t)
+	cmd.Env = append(os.Environ(), append([]string{fmt.Sprintf("MEDIATOR_ADMIN_LISTEN=127.0.0.1:%d", adminPort)},
+		append(env, fmt.Sprintf("MEDIATOR_LISTEN=127.0.0.1:%d", port))...)...)
 	logs := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
@@ -132,7 +135,7 @@ func startMediator(t *testing.T, env ...string) *instance {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return &instance{base: base, cmd: cmd, logs: logs, done: done}
+				return &instance{base: base, admin: fmt.Sprintf("http://127.0.0.1:%d", adminPort), cmd: cmd, logs: logs, done: done}
 			}
 		}
 		select {

@@ -14,9 +14,11 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/openmediator/mediator/didcomm"
 	"github.com/openmediator/mediator/envelope"
+	"github.com/openmediator/mediator/internal/logctx"
 	"github.com/openmediator/mediator/keyring"
 	"github.com/openmediator/mediator/notify"
 	"github.com/openmediator/mediator/pickup"
@@ -53,7 +55,16 @@ type Config struct {
 	// Notifier hears of messages queued for wallets that are offline
 	// everywhere (webhook / push). Optional.
 	Notifier notify.Notifier
-	Logger   *slog.Logger
+	// Observer hears of every inbound message, for metrics. Optional.
+	Observer Observer
+	// Limits are the per-connection rate and the reporting of queue caps.
+	Limits Limits
+	// Forwarding selects how forwards are delivered (default QueueOnly).
+	Forwarding Forwarding
+	// Logger gets the agent's logs; lines about an inbound message carry its
+	// transport session, connection and message type (session, connection,
+	// msg_type attributes).
+	Logger *slog.Logger
 }
 
 // Agent is the mediator's DIDComm agent. It implements transport.Handler.
@@ -64,6 +75,8 @@ type Agent struct {
 	keys   *keyring.Keyring
 	pickup Pickup
 	log    *slog.Logger
+	limits *limiter
+	direct *http.Client // ForwardDirectThenQueue only
 
 	invitationKey ed25519.PrivateKey
 	routingKey    ed25519.PrivateKey
@@ -79,8 +92,15 @@ func New(ctx context.Context, cfg Config, store Store, q Queue, keys *keyring.Ke
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	cfg.Logger = logctx.Wrap(cfg.Logger)
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
+	}
 	if cfg.Label == "" {
 		cfg.Label = "Mediator"
+	}
+	if err := cfg.Forwarding.init(); err != nil {
+		return nil, err
 	}
 	inv, err := keys.EnsureKey(ctx, record.PurposeInvitation)
 	if err != nil {
@@ -91,7 +111,10 @@ func New(ctx context.Context, cfg Config, store Store, q Queue, keys *keyring.Ke
 		return nil, fmt.Errorf("mediator: %w", err)
 	}
 	a := &Agent{cfg: cfg, store: store, queue: q, keys: keys, pickup: p, log: cfg.Logger,
-		invitationKey: inv, routingKey: routing}
+		invitationKey: inv, routingKey: routing, limits: newLimiter(cfg.Limits)}
+	if cfg.Forwarding.Strategy == ForwardDirectThenQueue {
+		a.direct = newDirectClient(cfg.Forwarding)
+	}
 	a.invitation, err = newInvitation(cfg, publicKey(inv))
 	if err != nil {
 		return nil, err
@@ -124,7 +147,14 @@ type inbound struct {
 
 // HandleInbound unpacks and processes one packed message.
 func (a *Agent) HandleInbound(ctx context.Context, packed []byte, s transport.Session) error {
-	return a.handlePacked(ctx, packed, s, 0)
+	rec := &inboundRecord{start: time.Now()}
+	ctx = context.WithValue(ctx, inboundRecordKey{}, rec)
+	if s != nil {
+		ctx = logctx.With(ctx, slog.String("session", s.ID()))
+	}
+	err := a.handlePacked(ctx, packed, s, 0)
+	a.observeInbound(ctx, s, rec, err)
+	return err
 }
 
 func (a *Agent) handlePacked(ctx context.Context, packed []byte, s transport.Session, depth int) error {
@@ -167,13 +197,14 @@ func (a *Agent) handlePacked(ctx context.Context, packed []byte, s transport.Ses
 
 func (a *Agent) dispatch(ctx context.Context, in *inbound, depth int) error {
 	t := in.msg.MsgType
-	log := a.log.With("type", t.Key(), "msg_id", in.msg.ID)
+	ctx = noteType(ctx, t.Key(), depth)
+	log := a.log.With("msg_id", in.msg.ID)
 	if t.Key() == "routing/1/forward" {
 		return a.handleForward(ctx, in, depth)
 	}
 	if in.theirKey == "" {
 		log.WarnContext(ctx, "anoncrypted message other than forward ignored")
-		return badRequest("mediator: %s must be authcrypted", in.msg.Type)
+		return badRequest("mediator: %s must be authcrypted", clip(in.msg.Type, maxLogTypeLen))
 	}
 	if in.ourKey == keyring.Verkey(publicKey(a.invitationKey)) {
 		switch t.Key() {
@@ -188,7 +219,7 @@ func (a *Agent) dispatch(ctx context.Context, in *inbound, depth int) error {
 			log.InfoContext(ctx, "problem report received on invitation key", "raw_len", len(in.msg.Raw))
 			return nil
 		}
-		return badRequest("mediator: %s cannot be sent to the invitation key", in.msg.Type)
+		return badRequest("mediator: %s cannot be sent to the invitation key", clip(in.msg.Type, maxLogTypeLen))
 	}
 	conn, err := a.store.ConnectionByKeys(ctx, in.ourKey, in.theirKey)
 	if errors.Is(err, record.ErrNotFound) {
@@ -197,6 +228,10 @@ func (a *Agent) dispatch(ctx context.Context, in *inbound, depth int) error {
 	}
 	if err != nil {
 		return fmt.Errorf("mediator: connection lookup: %w", err)
+	}
+	ctx = noteConnection(ctx, conn.ID)
+	if err := a.checkConnectionRate(ctx, in, conn); err != nil {
+		return err
 	}
 	return a.dispatchConnection(ctx, in, conn)
 }
@@ -216,7 +251,7 @@ func (a *Agent) dispatchConnection(ctx context.Context, in *inbound, conn record
 		if errors.Is(err, pickup.ErrNoReturnRoute) {
 			// Pickup replies are never queued (RFC 0685): without a return
 			// route there is nowhere to put them.
-			a.log.InfoContext(ctx, "pickup message without return route; reply dropped", "connection", conn.ID, "type", in.msg.Type)
+			a.log.InfoContext(ctx, "pickup message without return route; reply dropped", "connection", conn.ID, "type", clip(in.msg.Type, maxLogTypeLen))
 			return nil
 		}
 		return err
@@ -249,10 +284,10 @@ func (a *Agent) dispatchConnection(ctx context.Context, in *inbound, conn record
 		return a.handleGetDeviceInfo(ctx, in, conn)
 	}
 	if t.IsProblemReport() {
-		a.log.InfoContext(ctx, "problem report received", "connection", conn.ID, "type", in.msg.Type, "thid", in.msg.ThreadID())
+		a.log.InfoContext(ctx, "problem report received", "connection", conn.ID, "type", clip(in.msg.Type, maxLogTypeLen), "thid", clip(in.msg.ThreadID(), maxLogTypeLen))
 		return nil
 	}
-	a.log.InfoContext(ctx, "unsupported message type", "connection", conn.ID, "type", in.msg.Type)
+	a.log.InfoContext(ctx, "unsupported message type", "connection", conn.ID, "type", clip(in.msg.Type, maxLogTypeLen))
 	pr := didcomm.NewProblemReport(didcomm.TypeProblemReport, in.msg, "unsupported-message-type",
 		"message type "+in.msg.Type+" is not supported by this mediator", false)
 	// Only worth saying while the sender is listening: a queued report about
@@ -326,7 +361,7 @@ func (a *Agent) reply(ctx context.Context, in *inbound, conn record.Connection, 
 	}
 	res, err := a.queue.Enqueue(ctx, conn.ID, conn.TheirKey, packed)
 	if err != nil {
-		return fmt.Errorf("mediator: queue reply: %w", err)
+		return a.queueFailed(ctx, "queue reply", "connection", conn.ID, err)
 	}
 	a.afterEnqueue(ctx, res)
 	return nil
@@ -336,6 +371,7 @@ func (a *Agent) reply(ctx context.Context, in *inbound, conn record.Connection, 
 // on this instance; nothing more if it is live elsewhere (that instance was
 // notified in the same statement); the offline event if it is live nowhere.
 func (a *Agent) afterEnqueue(ctx context.Context, res queue.Enqueued) {
+	a.noteSoftCap(ctx, res)
 	switch {
 	case a.pickup.HasLiveSession(res.ConnectionID):
 		a.pickup.MessageQueued(ctx, res.ConnectionID)

@@ -21,6 +21,9 @@ type forward struct {
 
 // handleForward queues the inner message for the wallet that registered
 // the `to` key (QueueOnly), then lets pickup push it if the wallet is live.
+// With ForwardDirectThenQueue it first tries to deliver it to the
+// recipient's own endpoint (see Forwarding). A full queue is 507 (see
+// Limits).
 func (a *Agent) handleForward(ctx context.Context, in *inbound, depth int) error {
 	var fwd forward
 	if err := in.msg.Decode(&fwd); err != nil {
@@ -32,7 +35,7 @@ func (a *Agent) handleForward(ctx context.Context, in *inbound, depth int) error
 	}
 	to, err := diddoc.NormalizeVerkey(fwd.To)
 	if err != nil {
-		return badRequest("mediator: forward: bad to %q: %w", fwd.To, err)
+		return badRequest("mediator: forward: bad to %q: %w", clip(fwd.To, maxLogTypeLen), err)
 	}
 	if to == a.RoutingVerkey() {
 		// The sender used our routing key twice (several routing keys that are
@@ -42,14 +45,18 @@ func (a *Agent) handleForward(ctx context.Context, in *inbound, depth int) error
 		}
 		return a.handlePacked(ctx, payload, nil, depth+1)
 	}
+	if a.deliverDirect(ctx, to, payload) {
+		return nil
+	}
 	res, err := a.queue.EnqueueForward(ctx, to, payload)
 	if errors.Is(err, queue.ErrUnknownRecipient) {
 		a.log.WarnContext(ctx, "forward for unknown recipient key refused", "to", to)
 		return &InboundError{Status: http.StatusNotFound, Err: fmt.Errorf("mediator: forward: %w", err)}
 	}
 	if err != nil {
-		return fmt.Errorf("mediator: forward: %w", err)
+		return a.queueFailed(ctx, "forward", "to", to, err)
 	}
+	ctx = a.forwardAccepted(ctx, res)
 	a.log.DebugContext(ctx, "forward queued", "connection", res.ConnectionID, "message_id", res.ID,
 		"bytes", len(payload), "live_instance", res.LiveInstance)
 	a.afterEnqueue(ctx, res)

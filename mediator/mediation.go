@@ -47,7 +47,7 @@ func (a *Agent) handleMediateRequest(ctx context.Context, in *inbound, conn reco
 		if err := a.store.SetMediationState(ctx, conn.ID, record.MediationGranted); err != nil {
 			return fmt.Errorf("mediator: grant mediation: %w", err)
 		}
-		a.log.InfoContext(ctx, "mediation granted", "connection", conn.ID, "label", conn.TheirLabel)
+		a.log.InfoContext(ctx, "mediation granted", "connection", conn.ID, "label", clip(conn.TheirLabel, maxLogTypeLen))
 	}
 	// A repeated request on a granted connection gets the same grant again:
 	// wallets re-provision after losing their data.

@@ -27,6 +27,9 @@ type Store interface {
 	// ConnectionByTheirKey finds the newest connection whose peer sends from
 	// theirKey (used for out-of-band handshake reuse).
 	ConnectionByTheirKey(ctx context.Context, theirKey string) (record.Connection, error)
+	// ConnectionByRoute finds the connection that registered recipientKey
+	// (base58) for its mediation (direct delivery only).
+	ConnectionByRoute(ctx context.Context, recipientKey string) (record.Connection, error)
 	SetConnectionState(ctx context.Context, id string, s record.ConnectionState) error
 	SetMediationState(ctx context.Context, id string, s record.MediationState) error
 

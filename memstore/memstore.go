@@ -44,6 +44,9 @@ type Options struct {
 	// AckGrace is how long the messages of a session that closed stay in
 	// flight (see queuepg.Options.AckGrace). Zero releases them at once.
 	AckGrace time.Duration
+	// Caps bound each connection's queue (see queue.Caps; SetCaps changes
+	// them later). Zero values: no caps.
+	Caps queue.Caps
 }
 
 // Memory implements mediator.Store, mediator.Queue and pickup.Queue.
@@ -67,6 +70,7 @@ type Memory struct {
 	msgs        map[string]*message    // by id
 	byConn      map[string][]*message  // connection id → messages, oldest first
 	sessions    map[string]*session    // live sessions by session id
+	caps        queue.Caps             // per-connection queue caps
 }
 
 // session is a registered live session; seq orders a connection's
@@ -120,6 +124,7 @@ func New(opts Options) *Memory {
 		msgs:        map[string]*message{},
 		byConn:      map[string][]*message{},
 		sessions:    map[string]*session{},
+		caps:        queue.Caps{Soft: max(opts.Caps.Soft, 0), Hard: max(opts.Caps.Hard, 0)},
 	}
 }
 
@@ -429,7 +434,7 @@ func (m *Memory) EnqueueForward(_ context.Context, recipientKey string, payload 
 	if !ok {
 		return queue.Enqueued{}, fmt.Errorf("memstore: enqueue forward to %s: %w", recipientKey, queue.ErrUnknownRecipient)
 	}
-	return queue.Enqueued{Message: m.enqueue(r.connectionID, recipientKey, payload), LiveInstance: m.liveInstance(r.connectionID)}, nil
+	return m.enqueueCapped("enqueue forward", r.connectionID, recipientKey, payload)
 }
 
 // Enqueue queues payload for connectionID, addressed to recipientKey.
@@ -443,7 +448,7 @@ func (m *Memory) Enqueue(_ context.Context, connectionID, recipientKey string, p
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return queue.Enqueued{Message: m.enqueue(id, recipientKey, payload), LiveInstance: m.liveInstance(id)}, nil
+	return m.enqueueCapped("enqueue", id, recipientKey, payload)
 }
 
 // liveInstance returns the instance of connectionID's newest live session,

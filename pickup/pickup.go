@@ -15,6 +15,7 @@ import (
 
 	"github.com/openmediator/mediator/didcomm"
 	"github.com/openmediator/mediator/diddoc"
+	"github.com/openmediator/mediator/internal/logctx"
 	"github.com/openmediator/mediator/queue"
 	"github.com/openmediator/mediator/transport"
 )
@@ -74,6 +75,8 @@ type Options struct {
 	// messages in flight (see queuepg.Options.AckGrace); when it is over the
 	// connection's live session, wherever it is, is woken to get them.
 	AckGrace time.Duration
+	// Observer hears of deliveries, for metrics. Optional.
+	Observer Observer
 }
 
 // Service answers pickup messages and pushes to live sessions on this instance.
@@ -107,11 +110,15 @@ func New(q Queue, opts Options) *Service {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	opts.Logger = logctx.Wrap(opts.Logger)
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
 	if opts.PushTimeout <= 0 {
 		opts.PushTimeout = 30 * time.Second
+	}
+	if opts.Observer == nil {
+		opts.Observer = nopObserver{}
 	}
 	return &Service{queue: q, opts: opts, live: make(map[string]*liveSession), usesPickup: make(map[string]bool)}
 }
@@ -257,7 +264,7 @@ func (s *Service) deliveryRequest(ctx context.Context, c Conversation, m *didcom
 		return s.problem(ctx, c, m, "invalid-recipient-key", err.Error())
 	}
 	limit := min(*req.Limit, s.opts.MaxBatch)
-	msgs, err := s.queue.Claim(ctx, f, limit, s.holder(c))
+	msgs, err := s.claim(ctx, f, limit, s.holder(c))
 	if err != nil {
 		return fmt.Errorf("pickup: delivery-request: %w", err)
 	}
@@ -275,6 +282,7 @@ func (s *Service) deliveryRequest(ctx context.Context, c Conversation, m *didcom
 		s.release(ctx, s.holder(c), c.ConnectionID, msgs)
 		return fmt.Errorf("pickup: send delivery: %w", err)
 	}
+	s.delivered(methodDelivery, msgs)
 	return nil
 }
 
@@ -522,6 +530,7 @@ func (s *Service) wake(ctx context.Context, ls *liveSession) {
 		defer s.wg.Done()
 		defer ls.pushing.Unlock()
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.PushTimeout)
+		ctx = pushLogContext(ctx, ls)
 		defer cancel()
 		for ls.again.Swap(false) && !ls.ended.Load() {
 			more, err := s.pushOnce(ctx, ls)
@@ -540,7 +549,7 @@ func (s *Service) wake(ctx context.Context, ls *liveSession) {
 // implicit pushes are raw envelopes, each deleted once written.
 func (s *Service) pushOnce(ctx context.Context, ls *liveSession) (bool, error) {
 	c := ls.conv
-	msgs, err := s.queue.Claim(ctx, queue.Filter{ConnectionID: c.ConnectionID}, s.opts.LiveBatch, s.holder(c))
+	msgs, err := s.claim(ctx, queue.Filter{ConnectionID: c.ConnectionID}, s.opts.LiveBatch, s.holder(c))
 	if err != nil {
 		s.opts.Logger.WarnContext(ctx, "live push: claim failed", "connection", c.ConnectionID, "err", err)
 		return false, err
@@ -556,6 +565,7 @@ func (s *Service) pushOnce(ctx context.Context, ls *liveSession) (bool, error) {
 		s.dropAfterFailedPush(ctx, ls, msgs, err)
 		return false, err
 	}
+	s.delivered(methodLive, msgs)
 	s.opts.Logger.DebugContext(ctx, "live push", "connection", c.ConnectionID, "count", len(msgs))
 	// The next batch follows the wallet's messages-received.
 	return false, nil
@@ -571,6 +581,7 @@ func (s *Service) pushRaw(ctx context.Context, ls *liveSession, msgs []queue.Mes
 		}
 		written = append(written, qm.ID)
 	}
+	s.delivered(methodImplicit, msgs[:len(written)])
 	if len(written) > 0 {
 		// Implicit pickup has no acknowledgement: a message written to the
 		// socket is delivered.
@@ -630,7 +641,7 @@ func (s *Service) batchPickup(ctx context.Context, c Conversation, m *didcomm.Me
 		size = *req.BatchSize
 	}
 	size = max(0, min(size, s.opts.MaxBatch))
-	msgs, err := s.queue.Claim(ctx, queue.Filter{ConnectionID: c.ConnectionID}, size, s.holder(c))
+	msgs, err := s.claim(ctx, queue.Filter{ConnectionID: c.ConnectionID}, size, s.holder(c))
 	if err != nil {
 		return fmt.Errorf("pickup: batch-pickup: %w", err)
 	}
@@ -642,6 +653,7 @@ func (s *Service) batchPickup(ctx context.Context, c Conversation, m *didcomm.Me
 		s.release(ctx, s.holder(c), c.ConnectionID, msgs)
 		return fmt.Errorf("pickup: send batch: %w", err)
 	}
+	s.delivered(methodBatch, msgs)
 	if len(msgs) == 0 {
 		return nil
 	}

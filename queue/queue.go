@@ -64,4 +64,11 @@ type Enqueued struct {
 	// everywhere. When it is another instance, that instance has already
 	// been notified.
 	LiveInstance string
+	// Depth is how many messages the connection had queued before this one
+	// (pending or in flight), counted only up to the larger of the queue's
+	// Caps (0 when no cap is set): the count stops there to stay cheap.
+	Depth int
+	// OverSoftCap is set when this message is beyond the connection's soft
+	// cap (Depth >= Caps.Soft): it was queued, but someone should look.
+	OverSoftCap bool
 }

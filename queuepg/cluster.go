@@ -53,6 +53,9 @@ type ClusterOptions struct {
 	// ReconcileEvery: it should push whatever is pending to every live
 	// session of this instance. It should return promptly.
 	OnReconcile func(ctx context.Context)
+	// OnNotifyLag, when set, is called with the delay of each probe
+	// notification (see SendNotifyProbe) when the listener gets it.
+	OnNotifyLag func(time.Duration)
 	// Logger receives errors and state changes (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -454,6 +457,12 @@ func (q *Queue) listen(ctx context.Context, o ClusterOptions, listening func()) 
 }
 
 func (q *Queue) handleNotification(ctx context.Context, o ClusterOptions, n *pgconn.Notification) {
+	if sent, ok := parseProbe(n.Payload); ok {
+		if o.OnNotifyLag != nil {
+			o.OnNotifyLag(time.Since(sent))
+		}
+		return
+	}
 	id, ok := parsePayload(n.Payload)
 	if !ok {
 		// Not logged verbatim: anyone with NOTIFY rights can write it.

@@ -64,7 +64,8 @@ if [ "$instances" -gt 1 ]; then
 fi
 for i in $(seq 1 "$instances"); do
   if [ "$instances" -gt 1 ]; then addr=127.0.0.1:$(free_port); else addr=$front; fi
-  MEDIATOR_LISTEN=$addr "$work/mediator" serve --log-format json >"$work/mediator-$i.log" 2>&1 &
+  MEDIATOR_LISTEN=$addr MEDIATOR_ADMIN_LISTEN=127.0.0.1:$(free_port) \
+    "$work/mediator" serve --log-format json >"$work/mediator-$i.log" 2>&1 &
   pids+=($!)
   backends+=("http://$addr")
   wait_healthy "$addr"

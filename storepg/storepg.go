@@ -209,6 +209,14 @@ func (s *Store) ConnectionByTheirKey(ctx context.Context, theirKey string) (reco
 		`WHERE their_key = $1 ORDER BY created_at DESC, id DESC LIMIT 1`, theirKey)
 }
 
+// ConnectionByRoute returns the connection that registered recipientKey
+// (base58) for its mediation: one primary-key lookup in mediation_route
+// joined to the connection by its primary key.
+func (s *Store) ConnectionByRoute(ctx context.Context, recipientKey string) (record.Connection, error) {
+	return s.connection(ctx, "connection by route",
+		`WHERE id = (SELECT connection_id FROM mediation_route WHERE recipient_key = $1)`, recipientKey)
+}
+
 // SetConnectionState updates a connection's handshake state.
 func (s *Store) SetConnectionState(ctx context.Context, id string, st record.ConnectionState) error {
 	return s.updateConnection(ctx, "set connection state", id, `state = NULLIF($2, '')`, string(st))

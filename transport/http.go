@@ -215,6 +215,7 @@ func (s *Server) serveHTTPMessage(w http.ResponseWriter, r *http.Request) {
 		note = "bad body"
 		if status == http.StatusRequestEntityTooLarge {
 			note = "body over MaxMessageBytes"
+			s.limit(LimitMessageSize)
 		}
 		sess.answer(status)
 		return
@@ -239,7 +240,7 @@ func (s *Server) serveHTTPMessage(w http.ResponseWriter, r *http.Request) {
 	case panicked:
 		sess.answer(http.StatusInternalServerError)
 	default:
-		sess.answer(statusFor(err, ctx.Err()))
+		sess.answerErr(statusFor(err, ctx.Err()), err)
 	}
 }
 

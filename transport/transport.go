@@ -52,9 +52,17 @@
 // browser credential for cross-site WebSocket hijacking to abuse; every
 // message is an end-to-end encrypted envelope authenticated by its keys.
 //
+// Limits (see Config): MaxMessageBytes (413 / close 1009), MaxSockets (an
+// upgrade beyond it gets 503 + Retry-After), and IPRate, a token bucket per
+// client IP for POSTs, upgrades and WS messages (429 + Retry-After; a
+// socket far over it is closed with 1008). Handler errors with status 429
+// get Retry-After from the error's RetryAfter() time.Duration, if it has
+// one. Each refusal is reported to Config.OnLimit with a Limit* name.
+//
 // Logging uses slog with session id, kind, remote address, byte counts,
 // status and duration; payloads are never logged. RemoteAddr is the TCP
-// peer (r.RemoteAddr); proxy headers are not trusted here.
+// peer (r.RemoteAddr); proxy headers are not trusted here (only IPRate
+// reads X-Forwarded-For, and only from Config.TrustedProxies).
 package transport
 
 import (
@@ -65,12 +73,15 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/openmediator/mediator/internal/ratelimit"
 )
 
 // Kind is the transport a Session belongs to.
@@ -144,6 +155,33 @@ type Config struct {
 	// closed (Done() is closed and OpenSockets no longer counts it). Both run
 	// on the socket's goroutine; panics in them are recovered.
 	OnSocketOpen, OnSocketClose func(Session)
+
+	// MaxSockets bounds the live WebSockets of this server (0: no bound).
+	// An upgrade beyond it is refused with 503 and Retry-After; a load
+	// balancer can send the retry to another instance.
+	MaxSockets int
+	// IPRate is the sustained number of DIDComm requests per second (POSTs,
+	// WebSocket upgrades and WebSocket messages together) one client IP may
+	// make (0: no limit), with bursts of IPBurst (default IPRate rounded
+	// up). A POST or upgrade over it gets 429 with Retry-After. A WebSocket
+	// message over it is still handled, but a socket whose client gets more
+	// than IPBurst messages beyond the rate is closed with 1008 (policy
+	// violation). Buckets are per server
+	// (instance): behind a load balancer spreading a client over N
+	// instances, the cluster lets it through at up to N×IPRate. IPv6
+	// clients are counted by /64.
+	IPRate  float64
+	IPBurst int
+	// TrustedProxies are the peers whose X-Forwarded-For is believed for
+	// IPRate: from them, the client is the rightmost X-Forwarded-For
+	// address that is not itself a trusted proxy. Empty: the TCP peer is
+	// the client and X-Forwarded-For is ignored (so a client cannot pick
+	// its own bucket).
+	TrustedProxies []netip.Prefix
+	// OnLimit, when set, is called with a Limit* name each time a limit
+	// refuses something (for metrics). It must be quick; panics are
+	// recovered.
+	OnLimit func(name string)
 }
 
 const (
@@ -181,6 +219,7 @@ type Server struct {
 	h        Handler
 	log      *slog.Logger
 	upgrader websocket.Upgrader
+	ipLimit  *ratelimit.Limiter // nil: no per-IP rate
 
 	// stopCtx is cancelled when Shutdown gives up waiting; every handler
 	// context is derived from it so that a forced stop reaches handlers.
@@ -190,6 +229,7 @@ type Server struct {
 	mu           sync.Mutex
 	shuttingDown bool
 	sockets      map[*wsSession]struct{}
+	wsSlots      int // sockets open or upgrading, for MaxSockets
 	servers      []*http.Server
 	// active counts DIDComm requests and sockets in progress; Add only under
 	// mu while !shuttingDown.
@@ -225,6 +265,7 @@ func NewServer(cfg Config, h Handler) *Server {
 		stopCtx: stopCtx,
 		stopAll: stopAll,
 		sockets: make(map[*wsSession]struct{}),
+		ipLimit: newIPLimiter(cfg),
 	}
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.WriteTimeout,
@@ -239,8 +280,14 @@ func NewServer(cfg Config, h Handler) *Server {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.Method == http.MethodPost:
+		if s.rateLimited(w, r) {
+			return
+		}
 		s.serveHTTPMessage(w, r)
 	case r.Method == http.MethodGet && websocket.IsWebSocketUpgrade(r):
+		if s.rateLimited(w, r) {
+			return
+		}
 		s.serveWebSocket(w, r)
 	case s.cfg.Other != nil:
 		s.cfg.Other.ServeHTTP(w, r)
@@ -387,6 +434,7 @@ func (s *Server) addSocket(ws *wsSession) {
 func (s *Server) removeSocket(ws *wsSession) {
 	s.mu.Lock()
 	delete(s.sockets, ws)
+	s.wsSlots-- // taken by reserveSocket; given back with the socket
 	s.mu.Unlock()
 }
 

@@ -22,6 +22,7 @@ const maxCloseReason = 123
 type wsSession struct {
 	srv        *Server
 	id, remote string
+	client     string // rate-limit key (see clientKey)
 	conn       *websocket.Conn
 	opened     time.Time
 	// ctx is cancelled when the socket has closed.
@@ -176,10 +177,11 @@ func (c *wsSession) run() {
 			c.srv.log.Warn("websocket message over MaxMessageBytes; closing",
 				"session", c.id, "kind", KindWebSocket, "remote", c.remote, "limit", limit)
 			c.closeWith(websocket.CloseMessageTooBig, fmt.Sprintf("message too big: limit is %d bytes", limit))
+			c.srv.limit(LimitMessageSize)
 			continue
 		}
 		c.extendReadDeadline()
-		if len(data) == 0 {
+		if len(data) == 0 || !c.throttle() {
 			continue
 		}
 		c.msgsIn.Add(1)
@@ -270,9 +272,13 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.active.Done()
+	if !s.reserveSocket(w, r) {
+		return
+	}
 
 	conn, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
+		s.releaseSocket() // no socket: removeSocket will not give it back
 		// The upgrader has already answered with an HTTP error.
 		s.log.Info("websocket upgrade failed", "kind", KindWebSocket, "remote", r.RemoteAddr, "err", err)
 		return
@@ -282,6 +288,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		srv:       s,
 		id:        uuid.NewString(),
 		remote:    r.RemoteAddr,
+		client:    s.clientKey(r),
 		conn:      conn,
 		opened:    time.Now(),
 		ctx:       ctx,

@@ -212,7 +212,7 @@ func instanceID() string {
 }
 
 // newNotifier builds the offline-recipient webhook, or nil if none is set.
-func newNotifier(c *cli.Context, log *slog.Logger, store mediator.Store) (*notify.Webhook, error) {
+func newNotifier(c *cli.Context, log *slog.Logger, store mediator.Store, onResult func(outcome string)) (*notify.Webhook, error) {
 	u := c.String("webhook-url")
 	if u == "" {
 		return nil, nil
@@ -229,10 +229,11 @@ func newNotifier(c *cli.Context, log *slog.Logger, store mediator.Store) (*notif
 		secret = strings.TrimSpace(string(b))
 	}
 	w, err := notify.NewWebhook(notify.WebhookConfig{
-		URL:    u,
-		Secret: []byte(secret),
-		Lookup: store.DeviceInfo,
-		Logger: log,
+		URL:      u,
+		Secret:   []byte(secret),
+		Lookup:   store.DeviceInfo,
+		Logger:   log,
+		OnResult: onResult,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("--webhook-url: %w", err)

@@ -13,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/openmediator/mediator/mediator"
+	"github.com/openmediator/mediator/metrics"
 	"github.com/openmediator/mediator/pickup"
 	"github.com/openmediator/mediator/queuepg"
 	"github.com/openmediator/mediator/transport"
@@ -30,7 +31,7 @@ Example:
    mediator serve --listen 0.0.0.0:8080 \
      --endpoint https://mediator.example.org --endpoint wss://mediator.example.org \
      --database-url postgres://mediator@db:5432/mediator --master-key "$(cat /run/secrets/master-key)"`,
-		Flags: append(identityFlags(),
+		Flags: append(append(identityFlags(), append(adminFlags(), limitFlags()...)...),
 			&cli.DurationFlag{Name: "ws-ping-interval", Value: 30 * time.Second, EnvVars: []string{"MEDIATOR_WS_PING_INTERVAL"},
 				Usage: "`DURATION` between server pings on WebSockets; a socket silent for twice this is closed"},
 			&cli.Int64Flag{Name: "max-message-bytes", Value: 5 << 20, EnvVars: []string{"MEDIATOR_MAX_MESSAGE_BYTES"},
@@ -101,6 +102,10 @@ func runServe(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	lim, err := readLimits(c)
+	if err != nil {
+		return err
+	}
 	ctx := c.Context
 	// Bind first: a busy or malformed --listen should fail before the
 	// database is touched. Connections wait in the backlog until Serve.
@@ -123,18 +128,22 @@ func runServe(c *cli.Context) error {
 	if !st.durable {
 		log.Warn("no --database-url: running on the in-memory store; connections, keys and queued messages are lost on restart")
 	}
-	notifier, err := newNotifier(c, log, st.store)
+	mx := metrics.New(metrics.Options{Version: version})
+	lim.hooks = limitHooks{OnLimit: mx.LimitRejected, OnQueueSoftCap: mx.QueueSoftCapExceeded,
+		OnExpired: mx.MessagesExpired, OnDirect: mx.DirectDelivery}
+	notifier, err := newNotifier(c, log, st.store, mx.WebhookResult)
 	if err != nil {
 		return err
 	}
 	pk := pickup.New(st.queue, pickup.Options{Instance: instance, Logger: log, Implicit: c.Bool("implicit-pickup"),
-		Registry: st.queue, AckGrace: c.Duration("ack-grace")})
+		Registry: st.queue, AckGrace: c.Duration("ack-grace"), Observer: mx})
+	mx.WatchLiveSessions(pk.LiveSessionsByProtocol)
 	cfg := mediator.Config{Endpoints: eps, Label: c.String(flagLabel.Name), AutoGrant: c.Bool("auto-grant"),
-		Instance: instance, Logger: log}
+		Instance: instance, Logger: log, Observer: mx}
 	if notifier != nil {
 		cfg.Notifier = notifier
 	}
-	agent, err := mediator.New(ctx, cfg, st.store, st.queue, st.keys, pk)
+	agent, err := mediator.New(ctx, lim.mediatorConfig(cfg), st.store, st.queue, st.keys, pk)
 	if err != nil {
 		return err
 	}
@@ -143,32 +152,37 @@ func runServe(c *cli.Context) error {
 	mux := http.NewServeMux()
 	mux.Handle("/invitation", agent.InvitationHandler())
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	isReady := readiness(&ready, st)
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !ready.Load() {
+		// Load balancers probe the public port; the reason stays private
+		// (it is on the admin listener's /readyz).
+		if err := isReady(r.Context()); err != nil {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
-			return
-		}
-		if err := st.ping(r.Context()); err != nil {
-			http.Error(w, "database unavailable", http.StatusServiceUnavailable)
-			return
-		}
-		if st.cluster != nil && !st.cluster.ListenerConnected() {
-			http.Error(w, "database notifications unavailable", http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
-	srv := transport.NewServer(transport.Config{
+	srv := transport.NewServer(lim.transportConfig(transport.Config{
 		MaxMessageBytes: c.Int64("max-message-bytes"),
 		PingInterval:    c.Duration("ws-ping-interval"),
 		Other:           mux,
 		Logger:          log,
-	}, agent)
+		OnSocketOpen:    func(transport.Session) { mx.SocketOpened() },
+		OnSocketClose:   func(transport.Session) { mx.SocketClosed() },
+	}), agent)
+	stopAdmin, err := startAdminListener(ctx, c.String(flagAdminListen.Name), mx.Registry(), isReady, log)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = stopAdmin(context.WithoutCancel(ctx)) }()
 
 	// Background work stops when runCtx ends, after the listener has closed.
 	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRun()
 	var bg sync.WaitGroup
+	if err := lim.startQueueLimits(runCtx, st.queue, log, &bg); err != nil {
+		return err
+	}
 	if notifier != nil {
 		notifier.Start(runCtx)
 	}
@@ -183,6 +197,7 @@ func runServe(c *cli.Context) error {
 				ReconcileEvery: c.Duration("reconcile-interval"),
 				OnWake:         pk.MessageQueued,
 				OnReconcile:    pk.Reconcile,
+				OnNotifyLag:    mx.NotificationLag,
 				Logger:         log,
 			})
 			if err != nil && runCtx.Err() == nil {
@@ -197,6 +212,11 @@ func runServe(c *cli.Context) error {
 		}()
 	}
 
+	bg.Add(1)
+	go func() {
+		defer bg.Done()
+		observeStores(runCtx, mx, st, log)
+	}()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(runCtx, ln) }()
 	ready.Store(true)

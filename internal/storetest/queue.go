@@ -41,6 +41,10 @@ func RunQueue(t *testing.T, newFixture NewQueueFixture) {
 		{"UnregisterRemovesOnlyItsSession", testUnregisterOnlyOwn},
 		{"UnregisterReleasesItsMessages", testUnregisterReleases},
 		{"RegisterSessionRejectsBadInput", testRegisterBadInput},
+		{"QueueCaps", testQueueCaps},
+		{"QueueCapConcurrent", testQueueCapConcurrent},
+		{"Expire", testExpire},
+		{"ExpireLapsedLease", testExpireLapsedLease},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -27,6 +27,7 @@ func RunStore(t *testing.T, newStore NewStore) {
 		{"ConnectionByTheirKeyNewest", testConnectionByTheirKey},
 		{"ConnectionUpdates", testConnectionUpdates},
 		{"Routes", testRoutes},
+		{"ConnectionByRoute", testConnectionByRoute},
 		{"RoutePagination", testRoutePagination},
 		{"ConcurrentAddRoute", testConcurrentAddRoute},
 		{"DeviceInfo", testDeviceInfo},

@@ -7,6 +7,7 @@
 package storetest
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/openmediator/mediator/mediator"
 	"github.com/openmediator/mediator/pickup"
+	"github.com/openmediator/mediator/queue"
 )
 
 // Queue is a transport queue: what the mediator and pickup need of it,
@@ -28,6 +30,10 @@ type Queue interface {
 	mediator.Queue
 	pickup.Queue
 	pickup.Registry
+	// SetCaps sets the per-connection queue caps.
+	SetCaps(queue.Caps)
+	// ExpireMessages removes messages older than ttl (see queue.ExpireFunc).
+	ExpireMessages(ctx context.Context, ttl time.Duration, batch int) (int, error)
 }
 
 // QueueFixture is a fresh, empty backend for one queue test.

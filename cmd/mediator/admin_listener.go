@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/urfave/cli/v2"
+
+	"github.com/openmediator/mediator/metrics"
+	"github.com/openmediator/mediator/queue"
+)
+
+// flagAdminListen is the admin listener's address.
+var flagAdminListen = &cli.StringFlag{
+	Name: "admin-listen", Value: "127.0.0.1:9090", EnvVars: []string{"MEDIATOR_ADMIN_LISTEN"},
+	Usage: "`HOST:PORT` serving Prometheus /metrics, /healthz and /readyz, apart from the public DIDComm port " +
+		"(keep it private: loopback, or a network only Prometheus and the orchestrator reach); empty disables it",
+}
+
+// adminFlags are the flags of the admin listener, for serve.
+func adminFlags() []cli.Flag {
+	return []cli.Flag{flagAdminListen}
+}
+
+// adminTimeout bounds one admin request, and one /readyz check.
+const adminTimeout = 10 * time.Second
+
+// startAdminListener serves the admin endpoints on addr until shutdown is
+// called (ctx only gives requests their values):
+//
+//   - /metrics: reg in the Prometheus exposition formats; mediator_ready is
+//     registered on reg here, from ready;
+//   - /healthz: 200 while the process runs;
+//   - /readyz: 200 when ready returns nil, else 503 with its error as the
+//     reason.
+//
+// An empty addr disables the listener: nothing is served, and shutdown does
+// nothing.
+func startAdminListener(ctx context.Context, addr string, reg *prometheus.Registry, ready func(ctx context.Context) error,
+	log *slog.Logger) (shutdown func(context.Context) error, err error) {
+	if addr == "" {
+		log.Info("admin listener disabled (--admin-listen is empty): no /metrics, /healthz or /readyz apart from the DIDComm port")
+		return func(context.Context) error { return nil }, nil
+	}
+	if err := reg.Register(metrics.ReadyGauge(ready)); err != nil {
+		return nil, fmt.Errorf("admin listener: %w", err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--admin-listen: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           adminHandler(reg, ready, log),
+		ReadHeaderTimeout: adminTimeout,
+		ReadTimeout:       adminTimeout,
+		WriteTimeout:      2 * adminTimeout,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("admin listener stopped", "err", err)
+		}
+	}()
+	log.Info("admin listener", "addr", ln.Addr().String(), "paths", "/metrics /healthz /readyz")
+	return srv.Shutdown, nil
+}
+
+// adminHandler routes the admin endpoints.
+func adminHandler(reg *prometheus.Registry, ready func(ctx context.Context) error, log *slog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorLog:            slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorHandling:       promhttp.ContinueOnError,
+		Registry:            reg, // counts promhttp_metric_handler_errors_total
+		MaxRequestsInFlight: 4,
+		Timeout:             adminTimeout,
+	}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
+		defer cancel()
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		if err := ready(ctx); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = fmt.Fprintf(w, "not ready: %v\n", err)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	return mux
+}
+
+// readiness is the check behind /readyz and mediator_ready: serving is true
+// while the DIDComm listener serves (serve sets it once Serve runs and clears
+// it when shutdown starts), the database answers a ping, and, with a
+// database, this instance's LISTEN connection is up.
+func readiness(serving *atomic.Bool, st *stores) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		if !serving.Load() {
+			return errors.New("the DIDComm listener is not serving (starting or shutting down)")
+		}
+		if err := st.ping(ctx); err != nil {
+			return fmt.Errorf("database unavailable: %w", err)
+		}
+		if st.cluster != nil && !st.cluster.ListenerConnected() {
+			return errors.New("database LISTEN connection down: wake-ups from other instances are not received")
+		}
+		return nil
+	}
+}
+
+// observeStores registers the database's collectors (pgx pool statistics
+// and LISTEN state, when there is a database) on mx and samples the queue
+// (depth, in flight, oldest age, and a notification probe) every 15s until
+// ctx ends.
+func observeStores(ctx context.Context, mx *metrics.Metrics, st *stores, log *slog.Logger) {
+	o := metrics.SamplerOptions{Logger: log}
+	if d, ok := st.queue.(interface {
+		Depth(context.Context) (queue.Depth, error)
+	}); ok {
+		o.Depth = d.Depth
+	}
+	if st.cluster != nil {
+		mx.WatchPool(st.cluster.PoolStat)
+		mx.WatchListener(st.cluster.ListenerConnected)
+		o.Probe = st.cluster.SendNotifyProbe
+	}
+	mx.RunQueueSampler(ctx, o)
+}
