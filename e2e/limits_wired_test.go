@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -22,26 +21,6 @@ import (
 	"github.com/openmediator/mediator/internal/wallet"
 )
 
-// requireLimitFlags skips until `mediator serve` has the limit flags of
-// cmd/mediator/limits.go (serve.go wires them).
-func requireLimitFlags(t *testing.T) {
-	t.Helper()
-	bin := mediatorBinary(t)
-	serveHelpOnce.Do(func() { serveHelp, serveHelpErr = exec.Command(bin, "serve", "--help").CombinedOutput() })
-	if serveHelpErr != nil {
-		t.Fatalf("serve --help: %v\n%s", serveHelpErr, serveHelp)
-	}
-	if !bytes.Contains(serveHelp, []byte("--queue-hard-cap")) {
-		t.Skip("mediator serve has no limit flags yet: wire limitFlags() and readLimits into cmd/mediator/serve.go")
-	}
-}
-
-var (
-	serveHelpOnce sync.Once
-	serveHelp     []byte
-	serveHelpErr  error
-)
-
 func basicMsg(content string) []byte {
 	return []byte(`{"@type":"https://didcomm.org/basicmessage/1.0/message","@id":"` + uuid.NewString() + `","content":"` + content + `"}`)
 }
@@ -49,7 +28,6 @@ func basicMsg(content string) []byte {
 // Hard cap 3: the fourth forward gets 507, the three queued stay and are
 // delivered; after pickup there is room again.
 func TestQueueHardCapEndToEnd(t *testing.T) {
-	requireLimitFlags(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	dbURL := pgtest.NewDatabase(t)
@@ -98,7 +76,6 @@ func TestQueueHardCapEndToEnd(t *testing.T) {
 
 // Socket bound 2: the third upgrade gets 503 with Retry-After.
 func TestMaxSocketsEndToEnd(t *testing.T) {
-	requireLimitFlags(t)
 	m := startMediator(t, "MEDIATOR_DATABASE_URL=", "MEDIATOR_MASTER_KEY=", "MEDIATOR_MAX_SOCKETS=2")
 	for i := range 2 {
 		c, resp, err := websocket.DefaultDialer.Dial(m.wsURL(), nil)
@@ -117,7 +94,6 @@ func TestMaxSocketsEndToEnd(t *testing.T) {
 
 // Rate 5/s, burst 5 per IP: the sixth immediate POST gets 429.
 func TestIPRateEndToEnd(t *testing.T) {
-	requireLimitFlags(t)
 	m := startMediator(t, "MEDIATOR_DATABASE_URL=", "MEDIATOR_MASTER_KEY=", "MEDIATOR_IP_RATE=5", "MEDIATOR_IP_BURST=5")
 	var codes []int
 	for range 6 {
@@ -140,7 +116,6 @@ func TestIPRateEndToEnd(t *testing.T) {
 
 // The TTL job deletes what was not picked up in time.
 func TestMessageTTLEndToEnd(t *testing.T) {
-	requireLimitFlags(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	dbURL := pgtest.NewDatabase(t)
@@ -170,7 +145,6 @@ func TestMessageTTLEndToEnd(t *testing.T) {
 // (an ACA-Py stand-in) gets forwards POSTed to it; when it answers 500 they
 // are queued.
 func TestDirectDeliveryEndToEnd(t *testing.T) {
-	requireLimitFlags(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var (
