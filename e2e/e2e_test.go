@@ -93,6 +93,13 @@ type syncBuffer struct {
 	bytes.Buffer
 }
 
+// String returns what was written so far; safe while the process writes.
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.Buffer.String()
+}
+
 func (b *syncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -124,9 +131,7 @@ func startMediator(t *testing.T, env ...string) *instance {
 			<-done
 		}
 		if t.Failed() {
-			logs.mu.Lock()
 			t.Logf("mediator log:\n%s", logs.String())
-			logs.mu.Unlock()
 		}
 	})
 	deadline := time.Now().Add(20 * time.Second)
