@@ -35,9 +35,9 @@ type nopObserver struct{}
 func (nopObserver) Delivered(string, time.Duration) {}
 func (nopObserver) Redelivered(int)                 {}
 
-// claim is queue.Claim, counting redeliveries.
-func (s *Service) claim(ctx context.Context, f queue.Filter, limit int, h queue.Holder) ([]queue.Message, error) {
-	msgs, err := s.queue.Claim(ctx, f, limit, h)
+// countRedelivered tells the observer how many of msgs, about to be handed
+// out, had been handed out before.
+func (s *Service) countRedelivered(msgs []queue.Message) {
 	again := 0
 	for _, m := range msgs {
 		if m.Attempts > 1 {
@@ -47,7 +47,6 @@ func (s *Service) claim(ctx context.Context, f queue.Filter, limit int, h queue.
 	if again > 0 {
 		s.opts.Observer.Redelivered(again)
 	}
-	return msgs, err
 }
 
 // delivered reports msgs as written to the wallet.

@@ -1,6 +1,30 @@
 // Package pickup implements Message Pickup 1.0 (RFC 0212) and 2.0 (RFC 0685)
 // on top of the transport queue: status, delivery, acknowledgement, batch
 // pickup, and live delivery to sockets held by this instance.
+//
+// # Delivery guarantees
+//
+// Pickup 2.0 (delivery-request replies and live-mode pushes) is
+// at-least-once: delivered messages stay in flight until the wallet names
+// them in messages-received, and a message that is not acknowledged before
+// its lease runs out (or whose socket closes) is handed out again.
+//
+// Pickup 1.0 batch-pickup and implicit pickup (raw envelopes pushed on a
+// return-route socket) are at-most-once at the transport boundary: those
+// protocols have no acknowledgement, so a message is deleted as soon as its
+// bytes were handed to the operating system (transport.Session.Send
+// returned nil). If the connection drops at that instant, after the write
+// but before the wallet read it, the message is lost. This is inherent to
+// the protocols; wallets that need at-least-once use pickup 2.0. A write
+// that fails, on the other hand, leaves the message queued.
+//
+// # Batch size
+//
+// Every batch (delivery, live push, v1 batch, implicit push) is bounded by
+// a message count and by Options.MaxBatchBytes of payload: messages are
+// taken oldest first while the total stays within the cap (a single larger
+// message still goes out alone), and what was claimed beyond it is released
+// at once for the next batch.
 package pickup
 
 import (
@@ -9,6 +33,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,13 +81,25 @@ type Conversation struct {
 	Send func(ctx context.Context, msg any) error
 }
 
+// DefaultMaxBatchBytes is the default Options.MaxBatchBytes: 4 MiB.
+const DefaultMaxBatchBytes = 4 << 20
+
 // Options tune the service.
 type Options struct {
 	Instance  string // this process's instance id, recorded on claims
 	MaxBatch  int    // clamp for delivery-request limit and batch_size (default 100)
 	LiveBatch int    // messages per live push (default 10, as Credo)
-	Logger    *slog.Logger
-	Now       func() time.Time
+	// MaxBatchBytes caps the payload bytes (the sum of the queued envelopes'
+	// sizes) of one batch: a delivery, a live push, a v1 batch, or one round
+	// of implicit pushes. Messages are taken oldest first while the total
+	// stays within it; a single larger message still goes out alone. Claimed
+	// messages beyond the cap are released at once (their attempt count, and
+	// so the redelivery metric, still counts that claim). The reply on the
+	// wire is larger: packing adds about a third (base64) and headers.
+	// Default DefaultMaxBatchBytes (4 MiB).
+	MaxBatchBytes int64
+	Logger        *slog.Logger
+	Now           func() time.Time
 	// Registry records live sessions cluster-wide; nil keeps them local.
 	Registry Registry
 	// Implicit enables implicit pickup: a WebSocket that sends any
@@ -84,11 +121,27 @@ type Service struct {
 	queue Queue
 	opts  Options
 
-	mu         sync.Mutex
-	live       map[string]*liveSession // by connection id
-	usesPickup map[string]bool         // socket ids that spoke a pickup protocol
-	wg         sync.WaitGroup
+	mu      sync.Mutex
+	live    map[string]*liveSession // by connection id
+	sockets map[string]*socketState // WebSockets we watch, by session id
+	timers  map[*graceTimer]struct{}
+	closed  bool // Close was called: no more ack-grace timers
+	wg      sync.WaitGroup
+
+	// afterDrain, when set (by tests), runs in a push goroutine after its
+	// last look at liveSession.again and before it unlocks pushing.
+	afterDrain func()
 }
+
+// socketState is what the service remembers of one WebSocket until it
+// closes. Each has exactly one watcher goroutine, whatever roles it plays.
+type socketState struct {
+	pickup bool     // it spoke a pickup protocol: never an implicit-pickup socket
+	live   []string // connections that made it their push session (usually one)
+}
+
+// graceTimer is a pending wake-up at the end of a closed session's ack grace.
+type graceTimer struct{ t *time.Timer }
 
 // liveSession is a socket on this instance that receives pushes.
 type liveSession struct {
@@ -120,7 +173,11 @@ func New(q Queue, opts Options) *Service {
 	if opts.Observer == nil {
 		opts.Observer = nopObserver{}
 	}
-	return &Service{queue: q, opts: opts, live: make(map[string]*liveSession), usesPickup: make(map[string]bool)}
+	if opts.MaxBatchBytes <= 0 {
+		opts.MaxBatchBytes = DefaultMaxBatchBytes
+	}
+	return &Service{queue: q, opts: opts, live: make(map[string]*liveSession),
+		sockets: make(map[string]*socketState), timers: make(map[*graceTimer]struct{})}
 }
 
 // Handles reports whether m belongs to a pickup protocol version we speak.
@@ -264,7 +321,7 @@ func (s *Service) deliveryRequest(ctx context.Context, c Conversation, m *didcom
 		return s.problem(ctx, c, m, "invalid-recipient-key", err.Error())
 	}
 	limit := min(*req.Limit, s.opts.MaxBatch)
-	msgs, err := s.claim(ctx, f, limit, s.holder(c))
+	msgs, _, err := s.claimBatch(ctx, f, limit, s.holder(c))
 	if err != nil {
 		return fmt.Errorf("pickup: delivery-request: %w", err)
 	}
@@ -372,16 +429,13 @@ func (s *Service) setLive(ctx context.Context, c Conversation, protocol string) 
 	s.mu.Lock()
 	old := s.live[c.ConnectionID]
 	s.live[c.ConnectionID] = ls
+	st := s.watchLocked(c.Session)
+	if !slices.Contains(st.live, c.ConnectionID) {
+		st.live = append(st.live, c.ConnectionID)
+	}
 	s.mu.Unlock()
 	if old != nil && old.conv.Session.ID() == c.Session.ID() {
-		old.ended.Store(true) // same socket changed mode; its watcher is running
-	} else {
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			<-c.Session.Done()
-			s.endSession(c.ConnectionID, c.Session.ID())
-		}()
+		old.ended.Store(true) // same socket changed mode
 	}
 	s.opts.Logger.InfoContext(ctx, "live session", "connection", c.ConnectionID, "session", c.Session.ID(), "protocol", protocol)
 	if protocol == queue.ProtocolImplicit {
@@ -390,14 +444,47 @@ func (s *Service) setLive(ctx context.Context, c Conversation, protocol string) 
 	return nil
 }
 
-// endSession forgets a closed socket and returns what it held to the queue.
+// watchLocked returns the state of sess, a WebSocket, starting its one
+// watcher goroutine the first time: when the socket closes, the watcher
+// forgets it and ends the push sessions it carried. s.mu is held.
+func (s *Service) watchLocked(sess transport.Session) *socketState {
+	id := sess.ID()
+	if st, ok := s.sockets[id]; ok {
+		return st
+	}
+	st := &socketState{}
+	s.sockets[id] = st
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		<-sess.Done()
+		s.socketClosed(id)
+	}()
+	return st
+}
+
+// socketClosed forgets a closed socket and ends its push sessions.
+func (s *Service) socketClosed(sessionID string) {
+	s.mu.Lock()
+	st := s.sockets[sessionID]
+	delete(s.sockets, sessionID)
+	s.mu.Unlock()
+	if st == nil {
+		return
+	}
+	for _, connectionID := range st.live {
+		s.endSession(connectionID, sessionID)
+	}
+}
+
+// endSession forgets a closed socket's push session for connectionID and
+// returns what it held to the queue.
 func (s *Service) endSession(connectionID, sessionID string) {
 	s.mu.Lock()
 	if ls, ok := s.live[connectionID]; ok && ls.conv.Session.ID() == sessionID {
 		ls.ended.Store(true)
 		delete(s.live, connectionID)
 	}
-	delete(s.usesPickup, sessionID)
 	s.mu.Unlock()
 	if reg := s.opts.Registry; reg != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -406,9 +493,34 @@ func (s *Service) endSession(connectionID, sessionID string) {
 			s.opts.Logger.Warn("unregister live session failed; the janitor removes it", "session", sessionID, "err", err)
 		}
 		if s.opts.AckGrace > 0 {
-			time.AfterFunc(s.opts.AckGrace+50*time.Millisecond, func() { s.wakeAnywhere(connectionID) })
+			s.afterGrace(connectionID)
 		}
 	}
+}
+
+// afterGrace wakes the connection wherever it is live once the ack grace
+// of a closed session is over. The timer is tracked: Close stops it, and
+// none is started after Close.
+func (s *Service) afterGrace(connectionID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	g := &graceTimer{}
+	s.timers[g] = struct{}{}
+	s.wg.Add(1)
+	// The callback takes s.mu, held here until g.t is set.
+	g.t = time.AfterFunc(s.opts.AckGrace+50*time.Millisecond, func() {
+		defer s.wg.Done()
+		s.mu.Lock()
+		_, pending := s.timers[g]
+		delete(s.timers, g)
+		s.mu.Unlock()
+		if pending {
+			s.wakeAnywhere(connectionID)
+		}
+	})
 }
 
 // wakeAnywhere wakes the connection's push session here or on whichever
@@ -439,18 +551,7 @@ func (s *Service) markPickupSocket(sess transport.Session) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.usesPickup[sess.ID()] {
-		return
-	}
-	s.usesPickup[sess.ID()] = true
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		<-sess.Done()
-		s.mu.Lock()
-		delete(s.usesPickup, sess.ID())
-		s.mu.Unlock()
-	}()
+	s.watchLocked(sess).pickup = true
 }
 
 // Implicit is called for a non-pickup message that asked for return_route
@@ -462,7 +563,8 @@ func (s *Service) Implicit(ctx context.Context, c Conversation) {
 		return
 	}
 	s.mu.Lock()
-	spoke := s.usesPickup[c.Session.ID()]
+	st := s.sockets[c.Session.ID()]
+	spoke := st != nil && st.pickup
 	cur, exists := s.live[c.ConnectionID]
 	s.mu.Unlock()
 	if spoke || (exists && cur.conv.Session.ID() == c.Session.ID()) {
@@ -528,20 +630,37 @@ func (s *Service) wake(ctx context.Context, ls *liveSession) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		defer ls.pushing.Unlock()
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.PushTimeout)
-		ctx = pushLogContext(ctx, ls)
-		defer cancel()
-		for ls.again.Swap(false) && !ls.ended.Load() {
-			more, err := s.pushOnce(ctx, ls)
-			if err != nil {
-				return
+		ctx := pushLogContext(context.WithoutCancel(ctx), ls)
+		for {
+			s.drain(ctx, ls)
+			if s.afterDrain != nil {
+				s.afterDrain()
 			}
-			if more {
-				ls.again.Store(true)
+			ls.pushing.Unlock()
+			// A wake-up that came after drain's last look at again found
+			// pushing still locked and left the push to us: take the lock
+			// back and go round, unless another wake already did.
+			if !ls.again.Load() || ls.ended.Load() || !ls.pushing.TryLock() {
+				return
 			}
 		}
 	}()
+}
+
+// drain pushes while wake-ups keep coming (or a push says more is
+// waiting). ls.pushing is held.
+func (s *Service) drain(ctx context.Context, ls *liveSession) {
+	for ls.again.Swap(false) && !ls.ended.Load() {
+		pctx, cancel := context.WithTimeout(ctx, s.opts.PushTimeout)
+		more, err := s.pushOnce(pctx, ls)
+		cancel()
+		if err != nil {
+			return
+		}
+		if more {
+			ls.again.Store(true)
+		}
+	}
 }
 
 // pushOnce sends one batch and tells whether another may be waiting.
@@ -549,7 +668,7 @@ func (s *Service) wake(ctx context.Context, ls *liveSession) {
 // implicit pushes are raw envelopes, each deleted once written.
 func (s *Service) pushOnce(ctx context.Context, ls *liveSession) (bool, error) {
 	c := ls.conv
-	msgs, err := s.claim(ctx, queue.Filter{ConnectionID: c.ConnectionID}, s.opts.LiveBatch, s.holder(c))
+	msgs, more, err := s.claimBatch(ctx, queue.Filter{ConnectionID: c.ConnectionID}, s.opts.LiveBatch, s.holder(c))
 	if err != nil {
 		s.opts.Logger.WarnContext(ctx, "live push: claim failed", "connection", c.ConnectionID, "err", err)
 		return false, err
@@ -558,7 +677,7 @@ func (s *Service) pushOnce(ctx context.Context, ls *liveSession) (bool, error) {
 		return false, nil
 	}
 	if ls.protocol == queue.ProtocolImplicit {
-		return s.pushRaw(ctx, ls, msgs)
+		return s.pushRaw(ctx, ls, msgs, more)
 	}
 	d := buildDelivery(didcomm.NewHeader(TypeV2Delivery), "", msgs)
 	if err := c.Send(ctx, d); err != nil {
@@ -571,7 +690,9 @@ func (s *Service) pushOnce(ctx context.Context, ls *liveSession) (bool, error) {
 	return false, nil
 }
 
-func (s *Service) pushRaw(ctx context.Context, ls *liveSession, msgs []queue.Message) (bool, error) {
+// pushRaw writes msgs one by one as raw envelopes and deletes each batch
+// once written: at most once (see the package documentation).
+func (s *Service) pushRaw(ctx context.Context, ls *liveSession, msgs []queue.Message, more bool) (bool, error) {
 	c := ls.conv
 	written := make([]string, 0, len(msgs))
 	var sendErr error
@@ -594,7 +715,7 @@ func (s *Service) pushRaw(ctx context.Context, ls *liveSession, msgs []queue.Mes
 		return false, sendErr
 	}
 	s.opts.Logger.DebugContext(ctx, "implicit push", "connection", c.ConnectionID, "count", len(written))
-	return len(msgs) == s.opts.LiveBatch, nil
+	return more, nil
 }
 
 func (s *Service) dropAfterFailedPush(ctx context.Context, ls *liveSession, unsent []queue.Message, err error) {
@@ -603,8 +724,19 @@ func (s *Service) dropAfterFailedPush(ctx context.Context, ls *liveSession, unse
 	s.unsetLive(ls.conv.ConnectionID, ls.conv.Session)
 }
 
-// Close waits for background pushes and session clean-ups to finish.
+// Close stops pending ack-grace wake-ups and waits for background pushes
+// and session clean-ups to finish (socket watchers end when their sockets
+// close, so close the transport first).
 func (s *Service) Close(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	for g := range s.timers {
+		if g.t.Stop() {
+			s.wg.Done() // its callback will never run
+		}
+		delete(s.timers, g)
+	}
+	s.mu.Unlock()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
@@ -630,7 +762,8 @@ type batch struct {
 }
 
 // batchPickup answers v1 batch-pickup. v1 has no acknowledgement: messages
-// are claimed, written, and deleted only once the write succeeded.
+// are claimed, written, and deleted only once the write succeeded; so at
+// most once (see the package documentation).
 func (s *Service) batchPickup(ctx context.Context, c Conversation, m *didcomm.Message) error {
 	var req batchPickup
 	if err := m.Decode(&req); err != nil {
@@ -641,7 +774,7 @@ func (s *Service) batchPickup(ctx context.Context, c Conversation, m *didcomm.Me
 		size = *req.BatchSize
 	}
 	size = max(0, min(size, s.opts.MaxBatch))
-	msgs, err := s.claim(ctx, queue.Filter{ConnectionID: c.ConnectionID}, size, s.holder(c))
+	msgs, _, err := s.claimBatch(ctx, queue.Filter{ConnectionID: c.ConnectionID}, size, s.holder(c))
 	if err != nil {
 		return fmt.Errorf("pickup: batch-pickup: %w", err)
 	}
@@ -692,6 +825,9 @@ func (s *Service) holder(c Conversation) queue.Holder {
 
 // release returns msgs, claimed by h, to the queue.
 func (s *Service) release(ctx context.Context, h queue.Holder, connectionID string, msgs []queue.Message) {
+	if len(msgs) == 0 {
+		return
+	}
 	ids := make([]string, len(msgs))
 	for i, qm := range msgs {
 		ids[i] = qm.ID
