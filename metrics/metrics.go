@@ -83,7 +83,7 @@ var deliveryMethods = []string{"delivery", "live", "batch", "implicit"}
 // reported at 0 from the start so that rates of
 // mediator_limit_rejections_total work from the first refusal. Other names
 // are counted too when they come.
-var LimitNames = []string{"message_size", "max_sockets", "ip_rate", "connection_rate", "queue_hard_cap"}
+var LimitNames = []string{"message_size", "max_sockets", "ip_rate", "connection_rate", "queue_hard_cap", "inflight_bytes"}
 
 // Webhook outcomes, the label of mediator_webhook_results_total.
 var webhookOutcomes = []string{notify.OutcomeDelivered, notify.OutcomeFailed, notify.OutcomeDropped, notify.OutcomeRetry}

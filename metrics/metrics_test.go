@@ -213,6 +213,7 @@ mediator_queue_soft_cap_exceeded_total 2
 # HELP mediator_limit_rejections_total Requests, messages or connections refused by a configured limit, by limit name.
 # TYPE mediator_limit_rejections_total counter
 mediator_limit_rejections_total{limit="connection_rate"} 0
+mediator_limit_rejections_total{limit="inflight_bytes"} 0
 mediator_limit_rejections_total{limit="ip_rate"} 1
 mediator_limit_rejections_total{limit="max_sockets"} 0
 mediator_limit_rejections_total{limit="message_size"} 2
@@ -239,7 +240,7 @@ mediator_websockets_open 2
 // The limit names reported from the start are the ones the limits use.
 func TestLimitNames(t *testing.T) {
 	used := []string{transport.LimitMessageSize, transport.LimitSockets, transport.LimitIPRate,
-		mediator.LimitConnectionRate, mediator.LimitQueueFull}
+		transport.LimitInFlightBytes, mediator.LimitConnectionRate, mediator.LimitQueueFull}
 	slices.Sort(used)
 	names := slices.Sorted(slices.Values(metrics.LimitNames))
 	if !slices.Equal(used, names) {

@@ -1,7 +1,6 @@
 package transport
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -21,7 +20,7 @@ type httpSession struct {
 	ctype        string // reply content type
 	w            http.ResponseWriter
 	rc           *http.ResponseController
-	writeTimeout time.Duration
+	writeTimeout func(n int) time.Duration // for a response of n bytes
 	done         chan struct{}
 
 	mu       sync.Mutex
@@ -29,6 +28,7 @@ type httpSession struct {
 	closed   bool // the request finished: nothing more may touch w
 	status   int
 	outBytes int
+	sendErr  error // writing the reply failed
 }
 
 var _ Session = (*httpSession)(nil)
@@ -54,6 +54,7 @@ func (h *httpSession) Send(ctx context.Context, packed []byte) error {
 	h.answered = true
 	h.status = http.StatusOK
 	if err := h.write(http.StatusOK, h.ctype, packed); err != nil {
+		h.sendErr = err
 		return fmt.Errorf("transport: writing HTTP reply: %w", err)
 	}
 	h.outBytes = len(packed)
@@ -92,9 +93,9 @@ func (h *httpSession) answerLocked(status int) bool {
 }
 
 // write sends a complete response with Content-Length and flushes it, under
-// a write deadline. Callers hold mu.
+// a write deadline that grows with its size. Callers hold mu.
 func (h *httpSession) write(status int, ctype string, body []byte) error {
-	_ = h.rc.SetWriteDeadline(time.Now().Add(h.writeTimeout)) // ErrNotSupported: no deadline
+	_ = h.rc.SetWriteDeadline(time.Now().Add(h.writeTimeout(len(body)))) // ErrNotSupported: no deadline
 	hd := h.w.Header()
 	if ctype != "" {
 		hd.Set("Content-Type", ctype)
@@ -136,10 +137,10 @@ func (h *httpSession) finish() {
 	}
 }
 
-func (h *httpSession) result() (status, outBytes int) {
+func (h *httpSession) result() (status, outBytes int, sendErr error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.status, h.outBytes
+	return h.status, h.outBytes, h.sendErr
 }
 
 // watchdogGrace is how long after HandlerTimeout a handler may still run
@@ -164,7 +165,7 @@ func (s *Server) serveHTTPMessage(w http.ResponseWriter, r *http.Request) {
 		remote:       r.RemoteAddr,
 		w:            w,
 		rc:           rc,
-		writeTimeout: s.cfg.WriteTimeout,
+		writeTimeout: s.writeTimeout,
 		done:         make(chan struct{}),
 	}
 	// Our write deadline must not outlive this request on a keep-alive
@@ -178,13 +179,22 @@ func (s *Server) serveHTTPMessage(w http.ResponseWriter, r *http.Request) {
 	)
 	defer func() {
 		sess.finish()
-		status, outBytes := sess.result()
+		status, outBytes, sendErr := sess.result()
 		level := slog.LevelDebug
 		switch {
 		case status >= 500:
 			level = slog.LevelWarn
 		case status >= 400:
 			level = slog.LevelInfo
+		}
+		// A reply that failed, or a handler error after a reply was
+		// attempted (its status could no longer be sent), is a problem
+		// even though the status says 200.
+		if sendErr != nil || (herr != nil && status < 400) {
+			level = slog.LevelWarn
+			if note == "" && herr != nil {
+				note = "handler error after the reply was attempted"
+			}
 		}
 		attrs := []slog.Attr{
 			slog.String("session", sess.id), slog.String("kind", string(KindHTTP)),
@@ -198,6 +208,9 @@ func (s *Server) serveHTTPMessage(w http.ResponseWriter, r *http.Request) {
 		if herr != nil {
 			attrs = append(attrs, slog.String("err", herr.Error()))
 		}
+		if sendErr != nil {
+			attrs = append(attrs, slog.String("reply_err", sendErr.Error()))
+		}
 		s.log.LogAttrs(context.Background(), level, "didcomm http request", attrs...)
 	}()
 
@@ -209,13 +222,26 @@ func (s *Server) serveHTTPMessage(w http.ResponseWriter, r *http.Request) {
 	}
 	sess.ctype = ctype
 
-	body, status := s.readBody(w, r, rc)
+	body, held, status := s.readBody(w, r, rc)
+	// The body's share of MaxInFlightBytes is held until the handler is done
+	// with it (this function returns when the handler did).
+	defer s.inFlight.give(held)
 	inBytes = len(body)
 	if status != 0 {
 		note = "bad body"
-		if status == http.StatusRequestEntityTooLarge {
+		switch status {
+		case http.StatusRequestEntityTooLarge:
 			note = "body over MaxMessageBytes"
 			s.limit(LimitMessageSize)
+		case http.StatusServiceUnavailable:
+			note = "MaxInFlightBytes spent"
+			s.limit(LimitInFlightBytes)
+		}
+		if status != http.StatusBadRequest || r.ContentLength != 0 {
+			// The body was not read to its end: do not keep the
+			// connection (net/http drains at most a little of it, under
+			// the read deadline readBody left, then closes).
+			w.Header().Set("Connection", "close")
 		}
 		sess.answer(status)
 		return
@@ -259,31 +285,38 @@ func statusFor(err error, ctxErr error) int {
 	return http.StatusInternalServerError
 }
 
-// readBody reads the POST body under MaxMessageBytes. A non-zero status
-// means the request must be answered with it.
-func (s *Server) readBody(w http.ResponseWriter, r *http.Request, rc *http.ResponseController) ([]byte, int) {
+// readBody reads the POST body under MaxMessageBytes and
+// MessageReadTimeout, into a buffer that grows with the bytes received
+// (never with what Content-Length announces). held is the body's share of
+// MaxInFlightBytes, which the caller gives back when done with the body
+// (also after an error). A non-zero status means the request must be
+// answered with it: 413 over MaxMessageBytes, 503 when MaxInFlightBytes is
+// spent, 400 for an empty, late or broken body.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, rc *http.ResponseController) (body []byte, held int64, status int) {
+	// On failure the deadline stays: it also bounds what net/http reads of
+	// an unread body after the answer (to keep or gracefully close the
+	// connection), which a slow client could otherwise hold up forever.
+	_ = rc.SetReadDeadline(time.Now().Add(s.cfg.MessageReadTimeout))
 	limit := s.cfg.MaxMessageBytes
 	if r.ContentLength > limit {
-		return nil, http.StatusRequestEntityTooLarge
+		return nil, 0, http.StatusRequestEntityTooLarge
 	}
-	_ = rc.SetReadDeadline(time.Now().Add(bodyReadTimeout))
-	// Clear it again, or net/http's background read (which detects the
-	// client going away) would time out and cancel the request context.
-	defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
-
-	var buf bytes.Buffer
-	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength) + bytes.MinRead)
+	body, held, err := s.readMessage(http.MaxBytesReader(w, r.Body, limit), r.ContentLength, limit)
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe) || errors.Is(err, errTooBig):
+		return nil, held, http.StatusRequestEntityTooLarge
+	case errors.Is(err, errInFlight):
+		return nil, held, http.StatusServiceUnavailable
+	case err != nil:
+		return nil, held, http.StatusBadRequest
 	}
-	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit)); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, http.StatusRequestEntityTooLarge
-		}
-		return nil, http.StatusBadRequest
+	// The body is in: clear the deadline, or net/http's background read
+	// (which detects the client going away) would time out and cancel the
+	// request context.
+	_ = rc.SetReadDeadline(time.Time{})
+	if len(body) == 0 {
+		return nil, held, http.StatusBadRequest
 	}
-	if buf.Len() == 0 {
-		return nil, http.StatusBadRequest
-	}
-	return buf.Bytes(), 0
+	return body, held, 0
 }

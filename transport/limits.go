@@ -25,6 +25,9 @@ const (
 	// LimitIPRate: a request refused by the per-IP rate (HTTP 429), or a
 	// WebSocket closed for being far over it (1008).
 	LimitIPRate = "ip_rate"
+	// LimitInFlightBytes: a message refused because MaxInFlightBytes was
+	// spent (HTTP 503, WS close 1013).
+	LimitInFlightBytes = "inflight_bytes"
 )
 
 // socketRetryAfter is the Retry-After of a WebSocket upgrade refused at

@@ -18,6 +18,26 @@
 // had none or application/json). If the handler returns nil without sending,
 // the answer is 202 with an empty body.
 //
+// Slow peers. Receiving one message is bounded by MessageReadTimeout
+// (default 30s) once it started: a POST body from the end of its headers
+// (400 when late), a WebSocket message from its first frame to its last
+// (the socket is closed with 1008; pings, pongs and further fragments do
+// not extend it). Sending is bounded by WriteTimeout + size/MinWriteRate
+// per HTTP reply or WebSocket frame (10s + 1s per 64 KiB by default), so a
+// large delivery to a slow wallet gets the time it needs while a peer that
+// stops reading is still cut off. A handler error after a reply was
+// attempted (the status was already 200) is logged at WARN.
+//
+// Memory. Inbound buffers grow with the bytes actually received, never
+// with what Content-Length announces. Up to 64 KiB per message is free;
+// beyond that a message's buffer counts against MaxInFlightBytes, a budget
+// per server shared by POST bodies and WebSocket messages, from the moment
+// it grows until its handler returned. When the budget is spent a POST is
+// answered 503 with Retry-After (and the connection closed) and a
+// WebSocket is closed with 1013 (try again later). A WebSocket holds no
+// write buffer while idle (they come from a shared pool) and a 1 KiB read
+// buffer; its keepalive is a timer, not a goroutine.
+//
 // HandlerTimeout (HTTP). The handler's context carries a deadline of
 // HandlerTimeout. What the client sees:
 //
@@ -47,12 +67,16 @@
 // data) arrived within 2×PingInterval — Credo clients send no keepalive of
 // their own, and pings also keep proxies from idling the socket. Closes are
 // clean: a close frame, then up to WriteTimeout for the peer's close frame,
-// then the TCP connection is closed. Any Origin is accepted: DIDComm clients
+// then the TCP connection is closed. Time the server spends writing a
+// frame does not count as the peer's silence (a slow wallet cannot answer
+// pings while it is still receiving a large frame), and pings wait for the
+// frame being written. Any Origin is accepted: DIDComm clients
 // are native wallet apps and agents, not browsers, so there is no ambient
 // browser credential for cross-site WebSocket hijacking to abuse; every
 // message is an end-to-end encrypted envelope authenticated by its keys.
 //
-// Limits (see Config): MaxMessageBytes (413 / close 1009), MaxSockets (an
+// Limits (see Config): MaxMessageBytes (413 / close 1009), MaxInFlightBytes
+// (503 + Retry-After / close 1013), MaxSockets (an
 // upgrade beyond it gets 503 + Retry-After), and IPRate, a token bucket per
 // client IP for POSTs, upgrades and WS messages (429 + Retry-After; a
 // socket far over it is closed with 1008). Handler errors with status 429
@@ -102,8 +126,9 @@ type Session interface {
 	RemoteAddr() string
 	// Send writes one packed message. HTTP: the first Send writes a 200
 	// response with that body and flushes it; later Sends return
-	// ErrReplyUsed. WS: writes one text frame under a write deadline
-	// (WriteTimeout); sends from many goroutines are serialised and ctx
+	// ErrReplyUsed. WS: writes one text frame. Either write has a deadline
+	// of WriteTimeout + len(packed)/MinWriteRate, which ctx does not
+	// shorten. WS sends from many goroutines are serialised and ctx
 	// bounds the wait for the socket. Returns ErrClosed after close (a WS
 	// write failure closes the socket and returns an error wrapping
 	// ErrClosed). A nil error means the bytes were handed to the OS.
@@ -137,10 +162,40 @@ type Config struct {
 	// WS: close 1009 with a reason.
 	MaxMessageBytes int64
 	// PingInterval is the server's WS ping period (default 30s); a socket
-	// from which nothing arrived within 2×PingInterval is closed.
+	// from which nothing arrived within 2×PingInterval is closed (while a
+	// message is being received, MessageReadTimeout applies instead).
 	PingInterval time.Duration
-	// WriteTimeout bounds one WS frame / HTTP reply write (default 10s).
+	// WriteTimeout is the fixed part of the deadline for writing one WS
+	// frame / HTTP reply (default 10s); see MinWriteRate. It also bounds
+	// control frames (pings, close) and the wait for the peer's close frame.
 	WriteTimeout time.Duration
+	// MinWriteRate, in bytes per second, is the slowest reader a write of
+	// one WS frame / HTTP reply of n bytes must accommodate: its deadline is
+	// WriteTimeout + n/MinWriteRate (default 64 KiB/s, i.e. 512 kbit/s: a
+	// 12 MB delivery gets 10s + 183s). A peer reading slower is cut off
+	// (WS: the socket is closed; HTTP: the reply fails and the handler's
+	// Send returns an error).
+	MinWriteRate int64
+	// MessageReadTimeout bounds receiving one message once it started
+	// (default 30s): an HTTP POST body, counted from the end of the request
+	// headers (400 when late), or a WebSocket message, from its first frame
+	// header to its last byte (the socket is closed with 1008; pongs, pings
+	// and further fragments do not extend it). 30s asks about 1.4 Mbit/s of
+	// a client sending a 5 MiB message.
+	MessageReadTimeout time.Duration
+	// MaxInFlightBytes bounds the memory of inbound messages being received
+	// or handled, per server (instance), POST bodies and WebSocket messages
+	// together. A message's first 64 KiB are not counted; beyond that its
+	// buffer (which grows with the bytes actually received, at most twice
+	// them) counts from when it grows until its handler returned. When the
+	// budget is spent, a POST is answered 503 with Retry-After and a
+	// WebSocket is closed with 1013 (try again later). Zero means the
+	// default: 64×MaxMessageBytes, but at most 128 MiB and at least
+	// 4×MaxMessageBytes (128 MiB for the default 5 MiB messages: 25 of them
+	// at once, or 64 of 2 MiB). The process's memory for these buffers can
+	// reach about twice the budget (garbage awaiting the GC). Negative: no
+	// bound.
+	MaxInFlightBytes int64
 	// HandlerTimeout bounds one message's processing (default 10s) on both
 	// transports: it is the deadline of the handler's context. See the
 	// package documentation for what HTTP clients get when it passes.
@@ -189,12 +244,27 @@ const (
 	defaultPingInterval    = 30 * time.Second
 	defaultWriteTimeout    = 10 * time.Second
 	defaultHandlerTimeout  = 10 * time.Second
+	// defaultMessageReadTimeout bounds receiving one message (POST body or
+	// WS message) once it started.
+	defaultMessageReadTimeout = 30 * time.Second
+	// defaultMinWriteRate (bytes/s) scales write deadlines with size.
+	defaultMinWriteRate = 64 << 10
+	// MaxInFlightBytes default: 64 maximum-size messages, within
+	// [4×MaxMessageBytes, max(128 MiB, 4×MaxMessageBytes)].
+	defaultInFlightMessages  = 64
+	defaultInFlightCeiling   = 128 << 20
+	minInFlightFullMessages  = 4
+	maxReasonableMessageSize = 1 << 40 // keeps the default's arithmetic from overflowing
+
+	// WebSocket buffer sizes: the read buffer is held by every socket (a
+	// large message is read straight into its own buffer, not through
+	// this one); write buffers come from a pool and are held only while a
+	// frame is written.
+	wsReadBufferSize  = 1 << 10
+	wsWriteBufferSize = 4 << 10
 
 	// readHeaderTimeout bounds reading request headers (Serve only).
 	readHeaderTimeout = 10 * time.Second
-	// bodyReadTimeout bounds reading one POST body: 5 MiB on a slow mobile
-	// link needs about a minute.
-	bodyReadTimeout = 2 * time.Minute
 	// idleTimeout is how long a keep-alive connection may idle (Serve only).
 	idleTimeout = 2 * time.Minute
 	// maxHeaderBytes bounds request headers (Serve only).
@@ -220,6 +290,7 @@ type Server struct {
 	log      *slog.Logger
 	upgrader websocket.Upgrader
 	ipLimit  *ratelimit.Limiter // nil: no per-IP rate
+	inFlight byteBudget         // MaxInFlightBytes
 
 	// stopCtx is cancelled when Shutdown gives up waiting; every handler
 	// context is derived from it so that a forced stop reaches handlers.
@@ -253,22 +324,35 @@ func NewServer(cfg Config, h Handler) *Server {
 	if cfg.HandlerTimeout <= 0 {
 		cfg.HandlerTimeout = defaultHandlerTimeout
 	}
+	if cfg.MinWriteRate <= 0 {
+		cfg.MinWriteRate = defaultMinWriteRate
+	}
+	if cfg.MessageReadTimeout <= 0 {
+		cfg.MessageReadTimeout = defaultMessageReadTimeout
+	}
+	if cfg.MaxInFlightBytes == 0 {
+		cfg.MaxInFlightBytes = defaultInFlightBytes(cfg.MaxMessageBytes)
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
 	}
 	stopCtx, stopAll := context.WithCancel(context.Background())
 	s := &Server{
-		cfg:     cfg,
-		h:       h,
-		log:     log.With("component", "transport"),
-		stopCtx: stopCtx,
-		stopAll: stopAll,
-		sockets: make(map[*wsSession]struct{}),
-		ipLimit: newIPLimiter(cfg),
+		cfg:      cfg,
+		h:        h,
+		log:      log.With("component", "transport"),
+		stopCtx:  stopCtx,
+		stopAll:  stopAll,
+		sockets:  make(map[*wsSession]struct{}),
+		ipLimit:  newIPLimiter(cfg),
+		inFlight: byteBudget{max: cfg.MaxInFlightBytes},
 	}
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.WriteTimeout,
+		ReadBufferSize:   wsReadBufferSize,
+		WriteBufferSize:  wsWriteBufferSize,
+		WriteBufferPool:  &wsWriteBuffers,
 		// Wallets are native apps, not browsers: see the package doc.
 		CheckOrigin: func(*http.Request) bool { return true },
 	}
@@ -464,6 +548,30 @@ func (s *Server) hook(name string, fn func(Session), sess Session) {
 	}()
 	fn(sess)
 }
+
+// defaultInFlightBytes is the default MaxInFlightBytes for messages of at
+// most maxMsg bytes.
+func defaultInFlightBytes(maxMsg int64) int64 {
+	maxMsg = min(maxMsg, maxReasonableMessageSize)
+	return max(min(defaultInFlightMessages*maxMsg, defaultInFlightCeiling), minInFlightFullMessages*maxMsg)
+}
+
+// writeTimeout is the time allowed to write one frame / reply of n bytes:
+// WriteTimeout + n/MinWriteRate.
+func (s *Server) writeTimeout(n int) time.Duration {
+	return s.cfg.WriteTimeout + time.Duration(float64(n)/float64(s.cfg.MinWriteRate)*float64(time.Second))
+}
+
+// wsWriteBuffers lends WebSocket write buffers for the time of one write,
+// so that idle sockets hold none. It is shared by every Server (the
+// buffers all have the same size).
+var wsWriteBuffers syncBufferPool
+
+// syncBufferPool is a websocket.BufferPool on a sync.Pool.
+type syncBufferPool struct{ p sync.Pool }
+
+func (b *syncBufferPool) Get() any  { return b.p.Get() }
+func (b *syncBufferPool) Put(v any) { b.p.Put(v) }
 
 // handlerContext derives a handler context from parent: bounded by
 // HandlerTimeout and cancelled by a forced Shutdown.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -29,15 +28,26 @@ type wsSession struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	writeSem  chan struct{} // one Send at a time; select-able, unlike a mutex
+	writeSem  chan struct{} // one write (Send or ping) at a time; select-able, unlike a mutex
 	closingCh chan struct{} // closed once the socket started closing
 	done      chan struct{} // closed once the socket is closed
-	pingDone  chan struct{}
 
-	stateMu     sync.Mutex // guards closing and read-deadline changes
+	// The keepalive is a timer rather than a goroutine per socket: ping
+	// fires every PingInterval (re-armed after each ping) until stopPing.
+	pingMu      sync.Mutex // held by a running ping; guards pingTimer, pingStopped
+	pingTimer   *time.Timer
+	pingStopped bool
+
+	stateMu     sync.Mutex // guards the fields below and read-deadline changes
 	closing     bool
 	closeCode   int // what we sent, for the log; 0 if the peer closed first
 	closeReason string
+	// The read deadline follows these (see applyReadDeadlineLocked):
+	quietUntil time.Time // keepalive: 2×PingInterval after the peer was last heard
+	msgUntil   time.Time // the message being read must be complete by then; zero between messages
+	// A write in progress (zero when none): the time spent writing does
+	// not count as the peer's silence.
+	writeFrom, writeUntil time.Time
 
 	msgsIn, bytesIn, msgsOut, bytesOut atomic.Int64
 }
@@ -50,8 +60,9 @@ func (c *wsSession) RemoteAddr() string    { return c.remote }
 func (c *wsSession) Done() <-chan struct{} { return c.done }
 
 // Send writes packed as one text frame. ctx bounds the wait for the socket;
-// the write itself is bounded by WriteTimeout (a write cut short by a context
-// would leave a partial frame and kill the socket anyway).
+// the write itself is bounded by WriteTimeout + len(packed)/MinWriteRate (a
+// write cut short by a context would leave a partial frame and kill the
+// socket anyway).
 func (c *wsSession) Send(ctx context.Context, packed []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -67,8 +78,12 @@ func (c *wsSession) Send(ctx context.Context, packed []byte) error {
 	if c.isClosing() {
 		return ErrClosed
 	}
-	_ = c.conn.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
-	if err := c.conn.WriteMessage(websocket.TextMessage, packed); err != nil {
+	deadline := time.Now().Add(c.srv.writeTimeout(len(packed)))
+	_ = c.conn.SetWriteDeadline(deadline)
+	c.beginWrite(deadline)
+	err := c.conn.WriteMessage(websocket.TextMessage, packed)
+	c.endWrite()
+	if err != nil {
 		if errors.Is(err, websocket.ErrCloseSent) {
 			return ErrClosed
 		}
@@ -101,14 +116,77 @@ func (c *wsSession) markClosing(code int, reason string) bool {
 	return true
 }
 
+// applyReadDeadlineLocked sets the read deadline: the message's own while
+// one is being read (a peer in the middle of a frame cannot answer pings,
+// and nothing it does extends it), else the keepalive, extended by the
+// write in progress. Nothing is changed during a close handshake
+// (closeWith set its own). Callers hold stateMu.
+func (c *wsSession) applyReadDeadlineLocked() {
+	if c.closing {
+		return
+	}
+	d := c.quietUntil
+	if !c.writeFrom.IsZero() {
+		// While we write, the peer may be unable to answer pings (they
+		// queue behind our frame): allow for the whole write.
+		d = d.Add(c.writeUntil.Sub(c.writeFrom))
+	}
+	if !c.msgUntil.IsZero() {
+		d = c.msgUntil
+	}
+	_ = c.conn.SetReadDeadline(d)
+}
+
 // extendReadDeadline gives the peer another 2×PingInterval to show it is
-// alive, unless a close handshake is under way.
+// alive; it does not touch the deadline of a message being read.
 func (c *wsSession) extendReadDeadline() {
 	c.stateMu.Lock()
 	defer c.stateMu.Unlock()
-	if !c.closing {
-		_ = c.conn.SetReadDeadline(time.Now().Add(2 * c.srv.cfg.PingInterval))
-	}
+	c.quietUntil = time.Now().Add(2 * c.srv.cfg.PingInterval)
+	c.applyReadDeadlineLocked()
+}
+
+// beginMessage starts the MessageReadTimeout of a message whose first frame
+// arrived; endMessage ends it once the message is in (which also shows the
+// peer alive).
+func (c *wsSession) beginMessage() {
+	c.stateMu.Lock()
+	defer c.stateMu.Unlock()
+	c.msgUntil = time.Now().Add(c.srv.cfg.MessageReadTimeout)
+	c.applyReadDeadlineLocked()
+}
+
+func (c *wsSession) endMessage() {
+	c.stateMu.Lock()
+	defer c.stateMu.Unlock()
+	c.msgUntil = time.Time{}
+	c.quietUntil = time.Now().Add(2 * c.srv.cfg.PingInterval)
+	c.applyReadDeadlineLocked()
+}
+
+// messageTimedOut reports whether the message deadline has passed for a
+// message being read.
+func (c *wsSession) messageTimedOut() bool {
+	c.stateMu.Lock()
+	defer c.stateMu.Unlock()
+	return !c.msgUntil.IsZero() && !time.Now().Before(c.msgUntil)
+}
+
+// beginWrite and endWrite bracket a data frame write with the given
+// deadline: the time it takes is added to the keepalive.
+func (c *wsSession) beginWrite(deadline time.Time) {
+	c.stateMu.Lock()
+	defer c.stateMu.Unlock()
+	c.writeFrom, c.writeUntil = time.Now(), deadline
+	c.applyReadDeadlineLocked()
+}
+
+func (c *wsSession) endWrite() {
+	c.stateMu.Lock()
+	defer c.stateMu.Unlock()
+	c.quietUntil = c.quietUntil.Add(time.Since(c.writeFrom))
+	c.writeFrom, c.writeUntil = time.Time{}, time.Time{}
+	c.applyReadDeadlineLocked()
 }
 
 // closeWith starts a clean close: a close frame with code and reason, then
@@ -132,26 +210,45 @@ func (c *wsSession) closeWith(code int, reason string) {
 	c.stateMu.Unlock()
 }
 
-func (c *wsSession) pingLoop() {
-	defer close(c.pingDone)
-	t := time.NewTicker(c.srv.cfg.PingInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.closingCh:
-			return
-		case <-c.done:
-			return
-		case <-t.C:
+// startPing arms the keepalive timer.
+func (c *wsSession) startPing() {
+	c.pingMu.Lock()
+	defer c.pingMu.Unlock()
+	c.pingTimer = time.AfterFunc(c.srv.cfg.PingInterval, c.ping)
+}
+
+// ping sends one ping, after any write in progress (a ping cannot go out in
+// the middle of a frame anyway), and re-arms the timer.
+func (c *wsSession) ping() {
+	c.pingMu.Lock()
+	defer c.pingMu.Unlock()
+	if c.pingStopped {
+		return
+	}
+	select {
+	case c.writeSem <- struct{}{}:
+	case <-c.closingCh:
+		return
+	}
+	err := c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.srv.cfg.WriteTimeout))
+	<-c.writeSem
+	if err != nil {
+		if !errors.Is(err, websocket.ErrCloseSent) {
+			c.srv.log.Debug("websocket ping failed; closing", "session", c.id, "remote", c.remote, "err", err)
+			_ = c.conn.Close()
 		}
-		err := c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.srv.cfg.WriteTimeout))
-		if err != nil {
-			if !errors.Is(err, websocket.ErrCloseSent) {
-				c.srv.log.Debug("websocket ping failed; closing", "session", c.id, "remote", c.remote, "err", err)
-				_ = c.conn.Close()
-			}
-			return
-		}
+		return
+	}
+	c.pingTimer.Reset(c.srv.cfg.PingInterval)
+}
+
+// stopPing stops the keepalive timer and waits for a ping in progress.
+func (c *wsSession) stopPing() {
+	c.pingMu.Lock()
+	defer c.pingMu.Unlock()
+	c.pingStopped = true
+	if c.pingTimer != nil {
+		c.pingTimer.Stop()
 	}
 }
 
@@ -168,25 +265,40 @@ func (c *wsSession) run() {
 		if c.isClosing() {
 			continue // drain (NextReader discards) until the peer's close frame
 		}
-		data, err := io.ReadAll(io.LimitReader(rd, limit+1))
+		// The first frame is here: the whole message must follow within
+		// MessageReadTimeout, however lively the peer is otherwise.
+		c.beginMessage()
+		data, held, err := c.srv.readMessage(rd, -1, limit)
 		if err != nil {
-			readErr = err
+			c.srv.inFlight.give(held)
+			switch {
+			case errors.Is(err, errTooBig):
+				c.endMessage()
+				c.srv.log.Warn("websocket message over MaxMessageBytes; closing",
+					"session", c.id, "kind", KindWebSocket, "remote", c.remote, "limit", limit)
+				c.srv.limit(LimitMessageSize)
+				c.closeWith(websocket.CloseMessageTooBig, fmt.Sprintf("message too big: limit is %d bytes", limit))
+				continue
+			case errors.Is(err, errInFlight):
+				c.endMessage()
+				c.srv.log.Warn("websocket message refused: MaxInFlightBytes spent; closing",
+					"session", c.id, "kind", KindWebSocket, "remote", c.remote, "max_inflight_bytes", c.srv.cfg.MaxInFlightBytes)
+				c.srv.limit(LimitInFlightBytes)
+				c.closeWith(websocket.CloseTryAgainLater, "server busy: try again later")
+				continue
+			}
+			readErr = err // the message deadline stays set: finish tells why
 			break
 		}
-		if int64(len(data)) > limit {
-			c.srv.log.Warn("websocket message over MaxMessageBytes; closing",
-				"session", c.id, "kind", KindWebSocket, "remote", c.remote, "limit", limit)
-			c.closeWith(websocket.CloseMessageTooBig, fmt.Sprintf("message too big: limit is %d bytes", limit))
-			c.srv.limit(LimitMessageSize)
-			continue
-		}
-		c.extendReadDeadline()
+		c.endMessage()
 		if len(data) == 0 || !c.throttle() {
+			c.srv.inFlight.give(held)
 			continue
 		}
 		c.msgsIn.Add(1)
 		c.bytesIn.Add(int64(len(data)))
 		c.handle(data)
+		c.srv.inFlight.give(held)
 		// The handler's time is ours, not the peer's.
 		c.extendReadDeadline()
 	}
@@ -216,18 +328,27 @@ func (c *wsSession) finish(readErr error) {
 	var ne net.Error
 	timedOut := errors.As(readErr, &ne) && ne.Timeout()
 
+	msgTimedOut := timedOut && c.messageTimedOut()
+
 	why := "connection lost"
 	if c.markClosing(0, "") {
-		// We had not started closing: the peer closed, vanished or fell silent.
+		// We had not started closing: the peer closed, vanished, fell
+		// silent or was too slow sending a message.
 		switch {
 		case peerClosed:
 			why = "peer closed" // gorilla already answered its close frame
 		case timedOut:
-			why = "keepalive timeout"
+			code, reason := websocket.CloseGoingAway, "keepalive timeout"
+			why = reason
+			if msgTimedOut {
+				why = "message read timeout"
+				code, reason = websocket.ClosePolicyViolation,
+					fmt.Sprintf("message not received within %v", c.srv.cfg.MessageReadTimeout)
+			}
 			c.stateMu.Lock()
-			c.closeCode, c.closeReason = websocket.CloseGoingAway, why
+			c.closeCode, c.closeReason = code, reason
 			c.stateMu.Unlock()
-			msg := websocket.FormatCloseMessage(websocket.CloseGoingAway, why)
+			msg := websocket.FormatCloseMessage(code, reason)
 			_ = c.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(min(c.srv.cfg.WriteTimeout, time.Second)))
 		}
 	} else {
@@ -242,7 +363,7 @@ func (c *wsSession) finish(readErr error) {
 	c.cancel()
 	c.srv.removeSocket(c)
 	close(c.done)
-	<-c.pingDone
+	c.stopPing()
 
 	c.stateMu.Lock()
 	code, reason := c.closeCode, c.closeReason
@@ -265,13 +386,21 @@ func (c *wsSession) finish(readErr error) {
 	c.srv.hook("OnSocketClose", c.srv.cfg.OnSocketClose, c)
 }
 
-// serveWebSocket upgrades a GET and runs the socket until it closes.
+// serveWebSocket upgrades a GET and runs the socket on a goroutine of its
+// own until it closes. Returning from the HTTP handler lets net/http drop
+// its connection state (buffers, request, a deep stack) for the socket's
+// whole life.
 func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	if !s.begin() {
 		s.rejectShuttingDown(w)
 		return
 	}
-	defer s.active.Done()
+	running := false
+	defer func() {
+		if !running {
+			s.active.Done()
+		}
+	}()
 	if !s.reserveSocket(w, r) {
 		return
 	}
@@ -283,7 +412,9 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		s.log.Info("websocket upgrade failed", "kind", KindWebSocket, "remote", r.RemoteAddr, "err", err)
 		return
 	}
-	ctx, cancel := context.WithCancel(r.Context())
+	// The request context ends when this handler returns; the socket's
+	// keeps its values.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	c := &wsSession{
 		srv:       s,
 		id:        uuid.NewString(),
@@ -296,7 +427,6 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		writeSem:  make(chan struct{}, 1),
 		closingCh: make(chan struct{}),
 		done:      make(chan struct{}),
-		pingDone:  make(chan struct{}),
 	}
 	// The size limit is enforced in run, so the 1009 close carries a reason.
 	conn.SetReadLimit(0)
@@ -317,7 +447,11 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 
 	s.addSocket(c)
 	s.log.Info("websocket opened", "session", c.id, "kind", KindWebSocket, "remote", c.remote, "path", r.URL.Path)
-	s.hook("OnSocketOpen", s.cfg.OnSocketOpen, c)
-	go c.pingLoop()
-	c.run()
+	running = true
+	go func() {
+		defer s.active.Done()
+		s.hook("OnSocketOpen", s.cfg.OnSocketOpen, c)
+		c.startPing()
+		c.run()
+	}()
 }
