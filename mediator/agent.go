@@ -61,6 +61,10 @@ type Config struct {
 	Limits Limits
 	// Forwarding selects how forwards are delivered (default QueueOnly).
 	Forwarding Forwarding
+	// ConnectionCacheSize bounds the cache of connections that spares
+	// authcrypted messages a database read to find theirs (see connCache):
+	// 0 is DefaultConnectionCacheSize, negative turns the cache off.
+	ConnectionCacheSize int
 	// Logger gets the agent's logs; lines about an inbound message carry its
 	// transport session, connection and message type (session, connection,
 	// msg_type attributes).
@@ -77,6 +81,7 @@ type Agent struct {
 	log    *slog.Logger
 	limits *limiter
 	direct *http.Client // ForwardDirectThenQueue only
+	conns  *connCache   // nil: off
 
 	invitationKey ed25519.PrivateKey
 	routingKey    ed25519.PrivateKey
@@ -111,7 +116,8 @@ func New(ctx context.Context, cfg Config, store Store, q Queue, keys *keyring.Ke
 		return nil, fmt.Errorf("mediator: %w", err)
 	}
 	a := &Agent{cfg: cfg, store: store, queue: q, keys: keys, pickup: p, log: cfg.Logger,
-		invitationKey: inv, routingKey: routing, limits: newLimiter(cfg.Limits)}
+		invitationKey: inv, routingKey: routing, limits: newLimiter(cfg.Limits),
+		conns: newConnCache(cfg.ConnectionCacheSize)}
 	if cfg.Forwarding.Strategy == ForwardDirectThenQueue {
 		a.direct = newDirectClient(cfg.Forwarding)
 	}
@@ -221,7 +227,7 @@ func (a *Agent) dispatch(ctx context.Context, in *inbound, depth int) error {
 		}
 		return badRequest("mediator: %s cannot be sent to the invitation key", clip(in.msg.Type, maxLogTypeLen))
 	}
-	conn, err := a.store.ConnectionByKeys(ctx, in.ourKey, in.theirKey)
+	conn, err := a.connectionByKeys(ctx, in.ourKey, in.theirKey)
 	if errors.Is(err, record.ErrNotFound) {
 		log.WarnContext(ctx, "message from unknown connection", "our_key", in.ourKey)
 		return badRequest("mediator: no connection for this sender")
@@ -236,12 +242,15 @@ func (a *Agent) dispatch(ctx context.Context, in *inbound, depth int) error {
 	return a.dispatchConnection(ctx, in, conn)
 }
 
+// dispatchConnection handles a message on a known connection. conn comes
+// from connectionByKeys: its Mediation is not filled in (handlers that need
+// it call freshConnection).
 func (a *Agent) dispatchConnection(ctx context.Context, in *inbound, conn record.Connection) error {
 	t := in.msg.MsgType
 	if conn.State == record.StateResponseSent && t.Protocol != "didexchange" {
 		// Any message on the connection proves the peer accepted our response
 		// (Connections 1.0 peers send a trust ping instead of a complete).
-		if err := a.store.SetConnectionState(ctx, conn.ID, record.StateCompleted); err != nil {
+		if err := a.setConnectionState(ctx, conn, record.StateCompleted); err != nil {
 			return fmt.Errorf("mediator: %w", err)
 		}
 		conn.State = record.StateCompleted
@@ -261,7 +270,7 @@ func (a *Agent) dispatchConnection(ctx context.Context, in *inbound, conn record
 	}
 	switch t.Key() {
 	case "didexchange/1/complete":
-		return a.store.SetConnectionState(ctx, conn.ID, record.StateCompleted)
+		return a.setConnectionState(ctx, conn, record.StateCompleted)
 	case "trust_ping/1/ping":
 		return a.handlePing(ctx, in, conn)
 	case "trust_ping/1/ping_response":

@@ -1,12 +1,15 @@
 package mediator
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"unicode/utf8"
 
+	"github.com/openmediator/mediator/didcomm"
 	"github.com/openmediator/mediator/diddoc"
 	"github.com/openmediator/mediator/queue"
 )
@@ -25,8 +28,8 @@ type forward struct {
 // recipient's own endpoint (see Forwarding). A full queue is 507 (see
 // Limits).
 func (a *Agent) handleForward(ctx context.Context, in *inbound, depth int) error {
-	var fwd forward
-	if err := in.msg.Decode(&fwd); err != nil {
+	fwd, err := decodeForward(in.msg)
+	if err != nil {
 		return badRequest("mediator: forward: %w", err)
 	}
 	payload, err := innerMessage(fwd.Msg)
@@ -64,7 +67,10 @@ func (a *Agent) handleForward(ctx context.Context, in *inbound, depth int) error
 }
 
 // innerMessage returns the packed message of a forward as JSON object bytes;
-// some agents send it as a JSON string holding the object.
+// some agents send it as a JSON string holding the object. raw is a value
+// taken from the forward's plaintext, which is valid JSON (didcomm.Parse
+// checked it): an object in it needs no second check, the text of a string
+// does.
 func innerMessage(raw json.RawMessage) ([]byte, error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return nil, errors.New("missing msg")
@@ -75,9 +81,181 @@ func innerMessage(raw json.RawMessage) ([]byte, error) {
 			return nil, fmt.Errorf("msg: %w", err)
 		}
 		raw = json.RawMessage(s)
+		if len(raw) == 0 || !json.Valid(raw) {
+			raw = nil
+		}
 	}
-	if raw[0] != '{' || !json.Valid(raw) {
+	if len(raw) == 0 || raw[0] != '{' {
 		return nil, errors.New("msg is not a packed message (JSON object)")
 	}
 	return raw, nil
+}
+
+// decodeForward reads a forward's "to" and "msg", as m.Decode into a
+// forward would, but faster: m.Raw is a JSON object that didcomm.Parse has
+// already checked, so one walk over its top level finds the two values,
+// where json.Unmarshal would check the whole text again and then decode it
+// (the inner message is most of it). Anything unusual (a key that is
+// escaped, not ASCII or differs in case, a "to" that is not a plain
+// string, text that is not a well-formed object after all) is left to
+// json.Unmarshal, so the result is always the same as its.
+func decodeForward(m *didcomm.Message) (forward, error) {
+	if f, ok := scanForward(m.Raw); ok {
+		return f, nil
+	}
+	var f forward
+	err := m.Decode(&f)
+	return f, err
+}
+
+// scanForward is decodeForward's fast path; ok is false when it cannot
+// vouch for giving json.Unmarshal's answer.
+func scanForward(b []byte) (f forward, ok bool) {
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return forward{}, false
+	}
+	i = skipSpace(b, i+1)
+	var to []byte
+	if i < len(b) && b[i] == '}' {
+		return forward{}, skipSpace(b, i+1) == len(b)
+	}
+	for {
+		if i >= len(b) || b[i] != '"' {
+			return forward{}, false
+		}
+		kEnd := skipString(b, i)
+		if kEnd < 0 {
+			return forward{}, false
+		}
+		key := b[i+1 : kEnd-1]
+		i = skipSpace(b, kEnd)
+		if i >= len(b) || b[i] != ':' {
+			return forward{}, false
+		}
+		i = skipSpace(b, i+1)
+		vEnd := skipValue(b, i)
+		if vEnd < 0 {
+			return forward{}, false
+		}
+		switch {
+		case string(key) == "to":
+			// A plain string: no escapes, valid UTF-8 (json.Unmarshal would
+			// replace bad bytes). null leaves "to" as it is, as
+			// json.Unmarshal does. Every "to" is checked: json.Unmarshal
+			// fails on any of the wrong kind, even if a later one is fine.
+			v := b[i:vEnd]
+			switch {
+			case string(v) == "null":
+			case len(v) >= 2 && v[0] == '"' && bytes.IndexByte(v, '\\') < 0 && utf8.Valid(v):
+				to = v[1 : len(v)-1]
+			default:
+				return forward{}, false
+			}
+		case string(key) == "msg":
+			f.Msg = b[i:vEnd]
+		case foldsTo(key, "to") || foldsTo(key, "msg"):
+			// json.Unmarshal matches keys case-insensitively (with
+			// Unicode folding): not worth repeating here.
+			return forward{}, false
+		}
+		i = skipSpace(b, vEnd)
+		if i >= len(b) {
+			return forward{}, false
+		}
+		if b[i] == '}' {
+			if skipSpace(b, i+1) != len(b) {
+				return forward{}, false
+			}
+			break
+		}
+		if b[i] != ',' {
+			return forward{}, false
+		}
+		i = skipSpace(b, i+1)
+	}
+	f.To = string(to)
+	return f, true
+}
+
+// foldsTo reports whether key might match name under json.Unmarshal's
+// case-insensitive matching: any escape or non-ASCII byte counts as might.
+func foldsTo(key []byte, name string) bool {
+	for _, c := range key {
+		if c == '\\' || c >= utf8.RuneSelf {
+			return true
+		}
+	}
+	return bytes.EqualFold(key, []byte(name))
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the index after the string starting at b[i] (a
+// quote), or -1.
+func skipString(b []byte, i int) int {
+	j := i + 1
+	for {
+		k := bytes.IndexByte(b[j:], '"')
+		if k < 0 {
+			return -1
+		}
+		j += k
+		// Escaped if preceded by an odd number of backslashes.
+		n := 0
+		for p := j - 1; p > i && b[p] == '\\'; p-- {
+			n++
+		}
+		if n%2 == 0 {
+			return j + 1
+		}
+		j++
+	}
+}
+
+// skipValue returns the index after the JSON value starting at b[i], or -1.
+func skipValue(b []byte, i int) int {
+	if i >= len(b) {
+		return -1
+	}
+	switch b[i] {
+	case '"':
+		return skipString(b, i)
+	case '{', '[':
+		depth := 0
+		for i < len(b) {
+			switch b[i] {
+			case '"':
+				j := skipString(b, i)
+				if j < 0 {
+					return -1
+				}
+				i = j
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			}
+			i++
+		}
+		return -1
+	default:
+		j := i
+		for j < len(b) && b[j] != ',' && b[j] != '}' && b[j] != ']' && b[j] != ' ' && b[j] != '\t' && b[j] != '\n' && b[j] != '\r' {
+			j++
+		}
+		if j == i {
+			return -1
+		}
+		return j
+	}
 }

@@ -36,6 +36,10 @@ type mediateGrant struct {
 }
 
 func (a *Agent) handleMediateRequest(ctx context.Context, in *inbound, conn record.Connection) error {
+	conn, err := a.freshConnection(ctx, conn)
+	if err != nil {
+		return err
+	}
 	if conn.Mediation != record.MediationGranted {
 		if !a.cfg.AutoGrant {
 			if err := a.store.SetMediationState(ctx, conn.ID, record.MediationDenied); err != nil {
@@ -82,6 +86,10 @@ type keylistUpdateResponse struct {
 }
 
 func (a *Agent) handleKeylistUpdate(ctx context.Context, in *inbound, conn record.Connection) error {
+	conn, err := a.freshConnection(ctx, conn)
+	if err != nil {
+		return err
+	}
 	if conn.Mediation != record.MediationGranted {
 		return a.notGranted(ctx, in, conn)
 	}
@@ -170,6 +178,10 @@ type keylist struct {
 const defaultKeylistPage = 1000
 
 func (a *Agent) handleKeylistQuery(ctx context.Context, in *inbound, conn record.Connection) error {
+	conn, err := a.freshConnection(ctx, conn)
+	if err != nil {
+		return err
+	}
 	if conn.Mediation != record.MediationGranted {
 		return a.notGranted(ctx, in, conn)
 	}

@@ -19,6 +19,7 @@ import (
 	"slices"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/mr-tron/base58"
@@ -505,7 +506,8 @@ func checkMessage(recipientKey string, payload []byte) error {
 	if raw, err := base58.Decode(recipientKey); err != nil || len(raw) != 32 {
 		return fmt.Errorf("%w: recipient key %q is not a base58 Ed25519 public key", queue.ErrUnknownRecipient, recipientKey)
 	}
-	if !json.Valid(payload) {
+	// Not UTF-8: PostgreSQL's jsonb refuses it, so queuepg does too.
+	if !json.Valid(payload) || !utf8.Valid(payload) {
 		return errors.New("payload is not JSON")
 	}
 	return nil

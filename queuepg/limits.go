@@ -15,6 +15,9 @@ import (
 func (q *Queue) SetCaps(c queue.Caps) {
 	c.Soft, c.Hard = max(c.Soft, 0), max(c.Hard, 0)
 	q.caps.Store(&c)
+	if q.hints != nil {
+		q.hints.forget() // they are only good for the caps they were made for
+	}
 }
 
 // Caps returns the per-connection queue caps in force.

@@ -22,6 +22,10 @@
 // listens on that channel, and its janitor cleans up after instances that
 // stopped heartbeating: their sessions go and their in-flight messages are
 // requeued. Leave is the graceful version of that for one's own instance.
+//
+// Forwards are group-committed: concurrent EnqueueForward calls share one
+// statement and one commit (see batch.go); Close stops the goroutines that
+// run those statements.
 package queuepg
 
 import (
@@ -36,6 +40,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -83,6 +88,16 @@ type Options struct {
 	// Caps bound each connection's queue (see queue.Caps; SetCaps changes
 	// them later). Zero values: no caps.
 	Caps queue.Caps
+	// MaxBatch is the most forwards one statement queues (group commit;
+	// see EnqueueForward and batch.go). Default DefaultMaxBatch; 1 gives
+	// every forward its own statement and commit.
+	MaxBatch int
+	// Flushers is how many batch statements may be running at once
+	// (default DefaultFlushers). Beyond the first, a statement starts only
+	// when a full batch is waiting. Each holds one pool connection while
+	// it runs; a forward arriving while all are busy waits for the next
+	// batch. Batches that overlap do not refresh the depth hints.
+	Flushers int
 }
 
 // Queue is the PostgreSQL transport queue. It is safe for concurrent use,
@@ -108,9 +123,16 @@ type Queue struct {
 	regMu sync.Mutex
 	local map[string]queue.Session
 	left  map[string]bool
+
+	// batch groups concurrent forwards into one statement (batch.go).
+	batch *batcher
+	// hints spare the batches full counts of deep queues (depthhint.go).
+	hints *hintCache
 }
 
-// New returns a Queue on pool, whose schema must have been migrated.
+// New returns a Queue on pool, whose schema must have been migrated. Close
+// stops its forward batcher (whose goroutines start with the first
+// EnqueueForward).
 func New(pool *pgxpool.Pool, opts Options) *Queue {
 	if opts.Lease <= 0 {
 		opts.Lease = DefaultLease
@@ -124,6 +146,8 @@ func New(pool *pgxpool.Pool, opts Options) *Queue {
 	q := &Queue{pool: pool, lease: opts.Lease, timeout: opts.Timeout,
 		instance: opts.Instance, instanceTTL: opts.InstanceTTL, ackGrace: max(opts.AckGrace, 0),
 		local: map[string]queue.Session{}, left: map[string]bool{}}
+	q.batch = newBatcher(q, opts.MaxBatch, opts.Flushers)
+	q.hints = newHintCache()
 	q.SetCaps(opts.Caps)
 	return q
 }
@@ -138,10 +162,9 @@ func ChannelName(instance string) string {
 	return "mediator_" + hex.EncodeToString(sum[:])[:16]
 }
 
-// liveTailSQL follows the CTEs "target" (the connection and its depth; no
-// row when the forward's key has no route) and "msg" (the insert: one row,
-// or none when the connection is at its hard cap) in both enqueue
-// statements, and returns one row per target, with a NULL message id when
+// liveTailSQL follows the CTEs "target" (the connection and its depth) and
+// "msg" (the insert: one row, or none when the connection is at its hard
+// cap) in Enqueue's statement, and returns one row per target, with a NULL message id when
 // nothing was queued. It finds the connection's newest live session held
 // by an instance with a fresh heartbeat ($1 is the TTL) and, when that
 // instance is not this one ($2), notifies it on its own channel. The
@@ -173,16 +196,39 @@ SELECT msg.id::text, t.connection_id::text, msg.created_at,
        (SELECT count(*) FROM woken), t.depth
 FROM target t LEFT JOIN msg ON true`
 
-// The route lookup, the insert, the live-session lookup and the
-// notification are one statement, so a forward costs one round trip and
-// cannot race with a route being removed between the steps.
-// mediation_route's primary key makes it at most one row.
+// EnqueueForward queues payload for the connection that registered
+// recipientKey. It returns queue.ErrUnknownRecipient (wrapped) when no
+// connection did, or when recipientKey is not a base58 Ed25519 key, and
+// queue.ErrQueueFull (wrapped) when the connection is at its hard cap.
 //
-// The "target" CTE's depth is a bounded count of the connection's queued
-// messages: it stops at the larger cap ($7; see queue.Caps.CountLimit), so
-// that checking a cap costs an index-only range scan of at most that many
-// entries of the connection's (connection_id, created_at, id) index, and
-// nothing with no cap (LIMIT 0).
+// Enqueued.LiveInstance is the instance holding the connection's newest live
+// session, among instances with a fresh heartbeat, or "". When it is not
+// Options.Instance, that instance has been notified (on commit, by the same
+// statement).
+//
+// Concurrent calls are grouped into one statement and one commit (see
+// batch.go: group commit); a call that finds the batcher idle is not
+// delayed. The route lookup, the cap check, the insert, the live-session
+// lookup and the notification are all in that statement, so a forward
+// costs at most one round trip (shared with its batch) and cannot race
+// with a route being removed between the steps. If ctx ends before the
+// statement that would queue the message has started, nothing is queued
+// and ctx's error is returned; once it has started, the call returns its
+// outcome. The message ids are UUIDv7s.
+//
+// The depth that the caps are checked against is a bounded count of the
+// connection's queued messages: it stops at the larger cap (see
+// queue.Caps.CountLimit), so that checking a cap costs an index-only range
+// scan of at most that many entries of the connection's (connection_id,
+// created_at, id) index, and nothing with no cap (LIMIT 0). Messages of the
+// same batch for the same connection are counted too, so a batch never
+// overshoots a cap; concurrent batches (Options.Flushers) and other
+// instances each count what was committed when their statement started.
+// While a connection is clearly below its caps, a batch may instead start
+// from the depth the previous batch for it left and count only what came
+// after that (depthhint.go): then Enqueued.Depth is an upper bound (it
+// still counts messages acknowledged since), never used to refuse or flag
+// a message: near the caps the count is exact.
 //
 // Why not a per-connection counter row updated by the same statement? It
 // would be exact under concurrency (row lock) where this count can let
@@ -193,64 +239,51 @@ FROM target t LEFT JOIN msg ON true`
 // messages): the counter with a delete trigger cost about 0.2 ms more per
 // enqueue and per ack; the bounded count cost nothing measurable at a
 // depth of 100 and about 1-3 ms only for a connection holding 10,000
-// messages with a cap of 10,000 (0.2 µs per counted entry). The insert
-// happens only below the hard cap ($8; 0 is none).
-const enqueueForwardSQL = `
-WITH target AS MATERIALIZED (
-    SELECT r.connection_id, r.recipient_key,
-           (SELECT count(*) FROM (SELECT 1 FROM queued_message q
-                                  WHERE q.connection_id = r.connection_id LIMIT $7) d) AS depth
-    FROM mediation_route r
-    WHERE r.recipient_key = $3
-),
-msg AS (
-    INSERT INTO queued_message (connection_id, recipient_dids, recipient_key, encrypted_message, size_bytes)
-    SELECT t.connection_id, ARRAY[$4::text], t.recipient_key, $5::jsonb, $6
-    FROM target t
-    WHERE $8::int = 0 OR t.depth < $8::int
-    RETURNING id, connection_id, created_at
-)` + liveTailSQL
-
-// EnqueueForward queues payload for the connection that registered
-// recipientKey. It returns queue.ErrUnknownRecipient (wrapped) when no
-// connection did, or when recipientKey is not a base58 Ed25519 key, and
-// queue.ErrQueueFull (wrapped) when the connection is at its hard cap.
-//
-// Enqueued.LiveInstance is the instance holding the connection's newest live
-// session, among instances with a fresh heartbeat, or "". When it is not
-// Options.Instance, that instance has been notified (on commit, by the same
-// statement).
+// messages with a cap of 10,000 (0.2 µs per counted entry).
 func (q *Queue) EnqueueForward(ctx context.Context, recipientKey string, payload []byte) (queue.Enqueued, error) {
 	did, err := didKey(recipientKey)
 	if err != nil {
 		return queue.Enqueued{}, fmt.Errorf("queuepg: enqueue forward: %w", err)
 	}
-	if !json.Valid(payload) {
-		return queue.Enqueued{}, errors.New("queuepg: enqueue forward: payload is not JSON")
+	if err := checkPayload(payload); err != nil {
+		return queue.Enqueued{}, fmt.Errorf("queuepg: enqueue forward: %w", err)
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return queue.Enqueued{}, fmt.Errorf("queuepg: enqueue forward: message id: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, q.timeout)
 	defer cancel()
-
-	var (
-		res    = queue.Enqueued{Message: queue.Message{RecipientKey: recipientKey, Payload: slices.Clone(payload)}}
-		woken  int
-		m      = &res.Message
-		caps   = q.Caps()
-		id     *string // NULL: refused by the hard cap
-		at     *time.Time
-		params = []any{q.instanceTTL, q.instance, recipientKey, did, payload, len(payload), caps.CountLimit(), caps.Hard}
-	)
-	err = q.pool.QueryRow(ctx, enqueueForwardSQL, params...).
-		Scan(&id, &m.ConnectionID, &at, &res.LiveInstance, &woken, &res.Depth)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return queue.Enqueued{}, fmt.Errorf("queuepg: enqueue forward to %s: %w", recipientKey, queue.ErrUnknownRecipient)
+	r := &forwardReq{id: id, key: recipientKey, did: did, payload: slices.Clone(payload),
+		done: make(chan forwardResult, 1)}
+	res, ok := q.batch.submit(ctx, r)
+	if !ok {
+		// Closed: no batcher, a statement of our own.
+		// (An insert outside the flushers, like a reply: see depthhint.go.)
+		r.state.Store(reqTaken)
+		q.hints.replyStarted()
+		q.flush(ctx, []*forwardReq{r}, nil)
+		q.hints.replyDone()
+		res = <-r.done
 	}
-	if err != nil {
-		return queue.Enqueued{}, fmt.Errorf("queuepg: enqueue forward: %w", err)
-	}
-	return enqueued(res, id, at, caps, "enqueue forward")
+	return res.res, res.err
 }
 
+// checkPayload rejects what the jsonb column cannot take: text that is not
+// JSON, or not UTF-8 (which PostgreSQL refuses, and which would otherwise
+// fail a whole batch before the row is found and retried alone).
+func checkPayload(payload []byte) error {
+	if !json.Valid(payload) || !utf8.Valid(payload) {
+		return errors.New("payload is not JSON")
+	}
+	return nil
+}
+
+// enqueueSQL queues one message for a known connection ($3): the bounded
+// count of its queue ($8 is queue.Caps.CountLimit; see EnqueueForward), the
+// insert below the hard cap ($9; 0 is none), then liveTailSQL. Replies are
+// rare, so they keep this single-row statement rather than going through
+// the forward batcher.
 const enqueueSQL = `
 WITH target AS MATERIALIZED (
     SELECT $3::uuid AS connection_id,
@@ -277,8 +310,8 @@ func (q *Queue) Enqueue(ctx context.Context, connectionID, recipientKey string, 
 	if err != nil {
 		return queue.Enqueued{}, fmt.Errorf("queuepg: enqueue: %w", err)
 	}
-	if !json.Valid(payload) {
-		return queue.Enqueued{}, errors.New("queuepg: enqueue: payload is not JSON")
+	if err := checkPayload(payload); err != nil {
+		return queue.Enqueued{}, fmt.Errorf("queuepg: enqueue: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, q.timeout)
 	defer cancel()
@@ -292,8 +325,12 @@ func (q *Queue) Enqueue(ctx context.Context, connectionID, recipientKey string, 
 		at     *time.Time
 		params = []any{q.instanceTTL, q.instance, connID, did, recipientKey, payload, len(payload), caps.CountLimit(), caps.Hard}
 	)
+	// A reply is an insert outside the batcher: batches running meanwhile
+	// record no depth hints (see depthhint.go).
+	q.hints.replyStarted()
 	err = q.pool.QueryRow(ctx, enqueueSQL, params...).
 		Scan(&id, &m.ConnectionID, &at, &res.LiveInstance, &woken, &res.Depth)
+	q.hints.replyDone()
 	if err != nil {
 		return queue.Enqueued{}, fmt.Errorf("queuepg: enqueue: %w", err)
 	}

@@ -24,6 +24,9 @@ func RunQueue(t *testing.T, newFixture NewQueueFixture) {
 	}{
 		{"EnqueueForward", testEnqueueForward},
 		{"EnqueueForwardUnknownRecipient", testEnqueueForwardUnknown},
+		{"EnqueueForwardConcurrent", testEnqueueForwardConcurrent},
+		{"EnqueueForwardMixedOutcomes", testEnqueueForwardMixed},
+		{"EnqueueNotUTF8", testEnqueueNotUTF8},
 		{"Enqueue", testEnqueue},
 		{"PayloadRoundTrip", testPayloadRoundTrip},
 		{"OldestFirst", testOldestFirst},
