@@ -32,13 +32,17 @@ import (
 //
 // An estimate is only too low if a message was committed, with a
 // created_at before the marker, after the statement that set the marker
-// took its snapshot: an insert that ran concurrently with it. So a hint is
-// only recorded by a statement that ran alone: no other batch of this
-// queue overlapped it, no Enqueue (reply) ran meanwhile, and no other
-// instance was alive (the statement checks mediator_instance and ignores
-// hints when another instance has a fresh heartbeat, since its inserts
-// cannot be seen coming). Hints are also dropped when the caps change and
-// not used after hintTTL, so a full count happens at least that often.
+// took its snapshot: an insert that ran concurrently with it. So a hint for
+// a connection is only recorded by a statement that no concurrent insert
+// for that connection can have escaped: no batch of this queue that ran
+// beside it queued (or, still running, may queue) to the connection
+// (batcher.settle), no Enqueue (reply) or batcher-less forward ran
+// meanwhile, and no other instance was alive (the statement checks
+// mediator_instance and ignores hints when another instance has a fresh
+// heartbeat, since its inserts cannot be seen coming). Hints are also
+// dropped when the caps change and not used after hintTTL, so a full count
+// happens at least that often. The hints assume this Queue is the only
+// one inserting under its instance id.
 const (
 	hintTTL       = 30 * time.Second
 	maxHints      = 50_000  // connections with a hint
@@ -108,6 +112,19 @@ func (h *hintCache) learn(keys []string, conns []uuid.UUID) {
 	for i, k := range keys {
 		h.keyConn.put(k, conns[i])
 	}
+}
+
+// mayQueueTo reports whether a batch of these recipient keys may queue to
+// connection c: a key whose connection is not known may be c's.
+func (h *hintCache) mayQueueTo(keys []string, c uuid.UUID) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, k := range keys {
+		if kc, ok := h.keyConn.get(k); !ok || kc == c {
+			return true
+		}
+	}
+	return false
 }
 
 // record stores new hints, unless forget ran since forBatch returned gen.

@@ -2,6 +2,7 @@ package queuepg
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"testing"
@@ -118,33 +119,41 @@ func TestDepthHintsForgottenOnSetCaps(t *testing.T) {
 	}
 }
 
-// A batch that ran beside another, or while a reply (Enqueue) was being
-// queued, records no hints: an insert running concurrently with the
-// statement could be missed by them.
-func TestDepthHintsOnlyFromLoneStatements(t *testing.T) {
-	f := newBatchFixture(t, 1, Options{MaxBatch: 2, Flushers: 2, Caps: queue.Caps{Soft: 100, Hard: 200}})
-	release := make(chan struct{})
-	var once sync.Once
-	started := make(chan struct{})
-	f.q.batch.beforeFlush = func([]*forwardReq) { once.Do(func() { close(started); <-release }) }
-	var wg sync.WaitGroup
-	for i := range 3 {
-		wg.Go(func() {
-			if _, err := f.q.EnqueueForward(context.Background(), f.keys[0], payload(i)); err != nil {
-				t.Error(err)
+// A batch records no hint for a connection that a batch running beside it
+// queued to (or may have: its keys' connections are not known), nor while
+// a reply (Enqueue) is being queued: an insert running concurrently with
+// the statement could be missed by them. Batches beside each other on
+// different, known connections do record theirs.
+func TestDepthHintsOnlyFromUncontestedStatements(t *testing.T) {
+	f := newBatchFixture(t, 2, Options{MaxBatch: 2, Flushers: 2, Caps: queue.Caps{Soft: 100, Hard: 200}})
+	hold := func(keys []string) {
+		t.Helper()
+		release := make(chan struct{})
+		var once sync.Once
+		started := make(chan struct{})
+		f.q.batch.beforeFlush = func([]*forwardReq) { once.Do(func() { close(started); <-release }) }
+		before := f.q.batch.batches.Load()
+		var wg sync.WaitGroup
+		for i, key := range keys {
+			wg.Go(func() {
+				if _, err := f.q.EnqueueForward(context.Background(), key, payload(i)); err != nil {
+					t.Error(err)
+				}
+			})
+			if i == 0 {
+				<-started // the first batch is held; the next two make a full batch beside it
 			}
-		})
-		if i == 0 {
-			<-started // the first batch is held; the next two make a full batch beside it
 		}
-	}
-	waitFor(t, func() bool { return f.q.batch.batches.Load() == 2 })
-	close(release)
-	wg.Wait()
-	if n := f.q.hints.byConn.len(); n != 0 {
-		t.Errorf("%d hints recorded by overlapping batches, want 0", n)
+		waitFor(t, func() bool { return f.q.batch.batches.Load() == before+2 })
+		close(release)
+		wg.Wait()
+		f.q.batch.beforeFlush = nil
 	}
 
+	hold([]string{f.keys[0], f.keys[0], f.keys[0]}) // keys not known yet, same connection
+	if n := f.q.hints.byConn.len(); n != 0 {
+		t.Errorf("%d hints recorded by overlapping batches for one connection, want 0", n)
+	}
 	// A reply in flight during the batch: no hint either.
 	f.q.hints.replyStarted()
 	forwardDepth(t, f.q, f.keys[0], 10)
@@ -152,9 +161,14 @@ func TestDepthHintsOnlyFromLoneStatements(t *testing.T) {
 	if n := f.q.hints.byConn.len(); n != 0 {
 		t.Errorf("%d hints recorded while a reply was in flight, want 0", n)
 	}
-	forwardDepth(t, f.q, f.keys[0], 11)
+	forwardDepth(t, f.q, f.keys[1], 11) // now both keys' connections are known
 	if n := f.q.hints.byConn.len(); n != 1 {
 		t.Errorf("%d hints after a lone batch, want 1", n)
+	}
+	f.q.hints.forget()
+	hold([]string{f.keys[0], f.keys[1], f.keys[1]})
+	if n := f.q.hints.byConn.len(); n != 2 {
+		t.Errorf("%d hints after overlapping batches on two known connections, want 2", n)
 	}
 }
 
@@ -195,4 +209,49 @@ func TestHintTTL(t *testing.T) {
 	if conns, _, _ := h.forBatch([]string{"k"}, now); len(conns) != 0 {
 		t.Error("a hint read before forget was recorded after it")
 	}
+}
+
+// Many senders over a batcher that runs several small batches at once, to
+// several connections near their caps: every forward gets an outcome, the
+// hints recorded by overlapping batches stay upper bounds (no connection
+// ends above its hard cap by more than concurrent batches allow, and every
+// accepted forward is queued).
+func TestDepthHintsUnderOverlappingBatches(t *testing.T) {
+	const conns, senders, each = 4, 24, 30
+	f := newBatchFixture(t, conns, Options{MaxBatch: 4, Flushers: 3, Caps: queue.Caps{Soft: 40, Hard: 60}})
+	f.q.batch.parallelAt = 2
+	var (
+		mu       sync.Mutex
+		accepted = map[string]int{}
+	)
+	var wg sync.WaitGroup
+	for s := range senders {
+		wg.Go(func() {
+			for i := range each {
+				key := f.keys[(s+i)%conns]
+				res, err := f.q.EnqueueForward(context.Background(), key, payload(s*1000+i))
+				switch {
+				case err == nil:
+					mu.Lock()
+					accepted[res.ConnectionID]++
+					mu.Unlock()
+				case !errors.Is(err, queue.ErrQueueFull):
+					t.Errorf("forward: %v", err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for i, c := range f.conns {
+		n := f.count(t, c)
+		if n != accepted[c] {
+			t.Errorf("connection %d holds %d messages, %d forwards accepted", i, n, accepted[c])
+		}
+		// Batches of up to 4 may run 3 at a time, each counting what was
+		// committed when it started: at most 2×4 beyond the cap.
+		if n < 60 || n > 60+8 {
+			t.Errorf("connection %d holds %d messages, want the hard cap 60 (+ at most 8)", i, n)
+		}
+	}
+	t.Logf("%d forwards in %d statements; %d hints", f.q.batch.requests.Load(), f.q.batch.batches.Load(), f.q.hints.byConn.len())
 }

@@ -94,9 +94,9 @@ type Options struct {
 	MaxBatch int
 	// Flushers is how many batch statements may be running at once
 	// (default DefaultFlushers). Beyond the first, a statement starts only
-	// when a full batch is waiting. Each holds one pool connection while
-	// it runs; a forward arriving while all are busy waits for the next
-	// batch. Batches that overlap do not refresh the depth hints.
+	// when several forwards are waiting (see parallelAt in batch.go). Each
+	// holds one pool connection while it runs; a forward arriving while
+	// all are busy waits for the next batch.
 	Flushers int
 }
 
