@@ -137,8 +137,10 @@ MASTER_KEY=$(head -c32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 # start_mediator NAME PORT DBURL [ENDPOINTS] → sets LAST_PID
 start_mediator() {
   local name=$1 port=$2 db=$3 endpoints=${4:-}
+  local admin
+  admin=$(free_port)
   MEDIATOR_LISTEN=127.0.0.1:$port MEDIATOR_DATABASE_URL=$db MEDIATOR_MASTER_KEY=$MASTER_KEY \
-    MEDIATOR_ENDPOINT=$endpoints MEDIATOR_LOG_LEVEL=warn \
+    MEDIATOR_ENDPOINT=$endpoints MEDIATOR_LOG_LEVEL=warn MEDIATOR_ADMIN_LISTEN=127.0.0.1:$admin \
     "$WORK/mediator" serve >"$WORK/$name.log" 2>&1 &
   LAST_PID=$!
   PIDS+=("$LAST_PID")
@@ -275,13 +277,13 @@ DBS+=("$RDB")
 RPORT=$(free_port)
 ready_time() {
   MEDIATOR_LISTEN=127.0.0.1:$RPORT MEDIATOR_DATABASE_URL=$(db_url "$RDB") MEDIATOR_MASTER_KEY=$MASTER_KEY \
-    MEDIATOR_ENDPOINT= MEDIATOR_LOG_LEVEL=warn \
+    MEDIATOR_ENDPOINT= MEDIATOR_LOG_LEVEL=warn MEDIATOR_ADMIN_LISTEN= \
     timeout 120 "$WORK/mediator-load" ready-time --json --runs "$1" --url "http://127.0.0.1:$RPORT/readyz" \
     --log "$WORK/ready.log" -- "$WORK/mediator" serve
 }
 ready_time 1 >"$WORK/ready_fresh.json"   # creates and migrates the database
 ready_time 5 >"$WORK/ready_existing.json"
-MEDIATOR_LISTEN=127.0.0.1:$RPORT MEDIATOR_DATABASE_URL= MEDIATOR_MASTER_KEY= MEDIATOR_ENDPOINT= \
+MEDIATOR_LISTEN=127.0.0.1:$RPORT MEDIATOR_DATABASE_URL= MEDIATOR_MASTER_KEY= MEDIATOR_ENDPOINT= MEDIATOR_ADMIN_LISTEN= \
   timeout 60 "$WORK/mediator-load" ready-time --json --runs 5 --url "http://127.0.0.1:$RPORT/readyz" \
   --log "$WORK/ready.log" -- "$WORK/mediator" serve >"$WORK/ready_memory.json"
 psql -qtAX "$ADMIN_URL" -c "DROP DATABASE IF EXISTS \"$RDB\" WITH (FORCE)" >/dev/null

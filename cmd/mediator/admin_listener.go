@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync/atomic"
 	"time"
 
@@ -25,9 +26,17 @@ var flagAdminListen = &cli.StringFlag{
 		"(keep it private: loopback, or a network only Prometheus and the orchestrator reach); empty disables it",
 }
 
+// flagAdminPprof adds Go's profiler to the admin listener: CPU and heap
+// profiles of a live instance under real load are how its costs are found.
+var flagAdminPprof = &cli.BoolFlag{
+	Name: "admin-pprof", EnvVars: []string{"MEDIATOR_ADMIN_PPROF"},
+	Usage: "also serve Go's profiler under /debug/pprof/ on --admin-listen " +
+		"(e.g. go tool pprof http://127.0.0.1:9090/debug/pprof/profile?seconds=20)",
+}
+
 // adminFlags are the flags of the admin listener, for serve.
 func adminFlags() []cli.Flag {
-	return []cli.Flag{flagAdminListen}
+	return []cli.Flag{flagAdminListen, flagAdminPprof}
 }
 
 // adminTimeout bounds one admin request, and one /readyz check.
@@ -44,8 +53,8 @@ const adminTimeout = 10 * time.Second
 //
 // An empty addr disables the listener: nothing is served, and shutdown does
 // nothing.
-func startAdminListener(ctx context.Context, addr string, reg *prometheus.Registry, ready func(ctx context.Context) error,
-	log *slog.Logger) (shutdown func(context.Context) error, err error) {
+func startAdminListener(ctx context.Context, addr string, withPprof bool, reg *prometheus.Registry,
+	ready func(ctx context.Context) error, log *slog.Logger) (shutdown func(context.Context) error, err error) {
 	if addr == "" {
 		log.Info("admin listener disabled (--admin-listen is empty): no /metrics, /healthz or /readyz apart from the DIDComm port")
 		return func(context.Context) error { return nil }, nil
@@ -58,10 +67,10 @@ func startAdminListener(ctx context.Context, addr string, reg *prometheus.Regist
 		return nil, fmt.Errorf("--admin-listen: %w", err)
 	}
 	srv := &http.Server{
-		Handler:           adminHandler(reg, ready, log),
+		Handler:           adminHandler(reg, ready, withPprof, log),
 		ReadHeaderTimeout: adminTimeout,
 		ReadTimeout:       adminTimeout,
-		WriteTimeout:      2 * adminTimeout,
+		WriteTimeout:      adminWriteTimeout(withPprof),
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -72,13 +81,35 @@ func startAdminListener(ctx context.Context, addr string, reg *prometheus.Regist
 			log.Error("admin listener stopped", "err", err)
 		}
 	}()
-	log.Info("admin listener", "addr", ln.Addr().String(), "paths", "/metrics /healthz /readyz")
+	paths := "/metrics /healthz /readyz"
+	if withPprof {
+		paths += " /debug/pprof/"
+	}
+	log.Info("admin listener", "addr", ln.Addr().String(), "paths", paths)
 	return srv.Shutdown, nil
 }
 
+// maxProfileSeconds bounds a CPU profile or trace asked of /debug/pprof/.
+const maxProfileSeconds = 120
+
+// adminWriteTimeout lets a profile of up to maxProfileSeconds be written.
+func adminWriteTimeout(withPprof bool) time.Duration {
+	if withPprof {
+		return (maxProfileSeconds + 10) * time.Second
+	}
+	return 2 * adminTimeout
+}
+
 // adminHandler routes the admin endpoints.
-func adminHandler(reg *prometheus.Registry, ready func(ctx context.Context) error, log *slog.Logger) http.Handler {
+func adminHandler(reg *prometheus.Registry, ready func(ctx context.Context) error, withPprof bool, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
+	if withPprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		ErrorLog:            slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		ErrorHandling:       promhttp.ContinueOnError,

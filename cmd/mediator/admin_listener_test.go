@@ -60,7 +60,7 @@ func TestAdminHandler(t *testing.T) {
 	mx.LimitRejected("message_size")
 	mx.WatchLiveSessions(func() map[string]int { return map[string]int{"v2": 2} })
 	ready := &adminReady{}
-	srv := httptest.NewServer(adminHandler(mx.Registry(), ready.check, slog.New(slog.DiscardHandler)))
+	srv := httptest.NewServer(adminHandler(mx.Registry(), ready.check, false, slog.New(slog.DiscardHandler)))
 	defer srv.Close()
 
 	code, body := adminGet(t, srv.URL+"/metrics")
@@ -104,8 +104,10 @@ func TestAdminHandler(t *testing.T) {
 	if code, _ := adminGet(t, srv.URL+"/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz when not ready: %d", code)
 	}
-	if code, _ := adminGet(t, srv.URL+"/"); code != http.StatusNotFound {
-		t.Errorf("/: %d", code)
+	for _, path := range []string{"/", "/debug/pprof/", "/debug/pprof/heap"} {
+		if code, _ := adminGet(t, srv.URL+path); code != http.StatusNotFound {
+			t.Errorf("%s without --admin-pprof: %d, want 404", path, code)
+		}
 	}
 	resp, err := http.Post(srv.URL+"/metrics", "text/plain", nil)
 	if err != nil {
@@ -124,7 +126,7 @@ func TestStartAdminListener(t *testing.T) {
 	ready := &adminReady{}
 	var logs bytes.Buffer
 	log := slog.New(slog.NewJSONHandler(&logs, nil))
-	shutdown, err := startAdminListener(context.Background(), "127.0.0.1:0", mx.Registry(), ready.check, log)
+	shutdown, err := startAdminListener(context.Background(), "127.0.0.1:0", false, mx.Registry(), ready.check, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,12 +155,12 @@ func TestStartAdminListener(t *testing.T) {
 	}
 
 	// Disabled.
-	shutdown, err = startAdminListener(context.Background(), "", mx.Registry(), ready.check, log)
+	shutdown, err = startAdminListener(context.Background(), "", false, mx.Registry(), ready.check, log)
 	if err != nil || shutdown(ctx) != nil {
 		t.Fatalf("disabled listener: %v", err)
 	}
 	// A bad address is an error that names the flag.
-	if _, err := startAdminListener(context.Background(), "127.0.0.1:notaport", metrics.New(metrics.Options{NoRuntime: true}).Registry(),
+	if _, err := startAdminListener(context.Background(), "127.0.0.1:notaport", false, metrics.New(metrics.Options{NoRuntime: true}).Registry(),
 		ready.check, log); err == nil || !strings.Contains(err.Error(), "--admin-listen") {
 		t.Errorf("bad address: %v", err)
 	}
@@ -229,5 +231,23 @@ func TestReadiness(t *testing.T) {
 	st.cluster = queuepg.New(pool, queuepg.Options{Instance: "i"})
 	if err := ready(ctx); err == nil || !strings.Contains(err.Error(), "LISTEN") {
 		t.Errorf("LISTEN down: %v", err)
+	}
+}
+
+// With --admin-pprof the profiler's index and named profiles are served.
+func TestAdminHandlerPprof(t *testing.T) {
+	mx := metrics.New(metrics.Options{NoRuntime: true})
+	srv := httptest.NewServer(adminHandler(mx.Registry(), (&adminReady{}).check, true, slog.New(slog.DiscardHandler)))
+	defer srv.Close()
+	code, body := adminGet(t, srv.URL+"/debug/pprof/")
+	if code != http.StatusOK || !strings.Contains(body, "goroutine") {
+		t.Errorf("/debug/pprof/: %d, index lists goroutine: %v", code, strings.Contains(body, "goroutine"))
+	}
+	if code, body := adminGet(t, srv.URL+"/debug/pprof/goroutine?debug=1"); code != http.StatusOK ||
+		!strings.Contains(body, "TestAdminHandlerPprof") {
+		t.Errorf("/debug/pprof/goroutine?debug=1: %d, names this test: %v", code, strings.Contains(body, "TestAdminHandlerPprof"))
+	}
+	if code, _ := adminGet(t, srv.URL+"/metrics"); code != http.StatusOK {
+		t.Errorf("/metrics beside pprof: %d", code)
 	}
 }

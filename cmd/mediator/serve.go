@@ -170,7 +170,7 @@ func runServe(c *cli.Context) error {
 		OnSocketOpen:    func(transport.Session) { mx.SocketOpened() },
 		OnSocketClose:   func(transport.Session) { mx.SocketClosed() },
 	}), agent)
-	stopAdmin, err := startAdminListener(ctx, c.String(flagAdminListen.Name), mx.Registry(), isReady, log)
+	stopAdmin, err := startAdminListener(ctx, c.String(flagAdminListen.Name), c.Bool(flagAdminPprof.Name), mx.Registry(), isReady, log)
 	if err != nil {
 		return err
 	}
