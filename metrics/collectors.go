@@ -58,6 +58,21 @@ func (m *Metrics) WatchListener(connected func() bool) {
 	}))
 }
 
+// WatchForwardBatches reports mediator_forward_statements_total and
+// mediator_forward_statement_rows_total from stats
+// (queuepg.Queue.BatchStats), read at every scrape. Call it once, and only
+// when there is a database.
+func (m *Metrics) WatchForwardBatches(stats func() (statements, forwards int64)) {
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "mediator_forward_statements_total",
+		Help: "Statements that queued forwards (group commit: concurrent forwards share one multi-row statement and commit).",
+	}, func() float64 { s, _ := stats(); return float64(s) }))
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "mediator_forward_statement_rows_total",
+		Help: "Forwards carried by those statements; its rate over that of mediator_forward_statements_total is the mean batch size.",
+	}, func() float64 { _, f := stats(); return float64(f) }))
+}
+
 // WatchReady reports mediator_ready from ready (the /readyz check), run at
 // every scrape under a 5s timeout. Call it once.
 func (m *Metrics) WatchReady(ready func(context.Context) error) {

@@ -23,6 +23,7 @@ func exposedNames(t *testing.T) map[string]bool {
 	m.WatchLiveSessions(func() map[string]int { return nil })
 	m.WatchListener(func() bool { return true })
 	m.WatchReady(func(context.Context) error { return nil })
+	m.WatchForwardBatches(func() (int64, int64) { return 0, 0 })
 	pool, err := pgxpool.New(context.Background(), "postgres://nobody@127.0.0.1:1/none")
 	if err != nil {
 		t.Fatal(err)

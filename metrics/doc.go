@@ -36,6 +36,8 @@
 //	| `mediator_queue_soft_cap_exceeded_total` | counter | | Messages queued beyond their connection's soft queue cap (accepted, with a warning in the log). |
 //	| `mediator_messages_expired_total` | counter | | Queued messages deleted unread by the message TTL job. |
 //	| `mediator_direct_deliveries_total` | counter | `result` | With `--forwarding-strategy direct-then-queue`: direct delivery attempts, `delivered` or `failed` (then queued). |
+//	| `mediator_forward_statements_total` | counter | | Statements that queued forwards: concurrent forwards share one multi-row statement and commit (group commit). |
+//	| `mediator_forward_statement_rows_total` | counter | | Forwards those statements carried; rate over rate of statements = mean batch size. |
 //	| `mediator_db_pool_acquired_connections` | gauge | | pgx pool: connections in use. |
 //	| `mediator_db_pool_idle_connections` | gauge | | pgx pool: idle connections. |
 //	| `mediator_db_pool_constructing_connections` | gauge | | pgx pool: connections being opened. |

@@ -263,11 +263,19 @@ func TestWatchers(t *testing.T) {
 	})
 	m.WatchListener(func() bool { mu.Lock(); defer mu.Unlock(); return up })
 	m.WatchReady(func(context.Context) error { mu.Lock(); defer mu.Unlock(); return notOK })
+	statements, rows := int64(3), int64(17)
+	m.WatchForwardBatches(func() (int64, int64) { mu.Lock(); defer mu.Unlock(); return statements, rows })
 
 	want := `
 # HELP mediator_db_listener_connected 1 while this instance's LISTEN connection is up; while it is 0, wake-ups from other instances are lost (the reconcile pass catches up).
 # TYPE mediator_db_listener_connected gauge
 mediator_db_listener_connected 1
+# HELP mediator_forward_statement_rows_total Forwards carried by those statements; its rate over that of mediator_forward_statements_total is the mean batch size.
+# TYPE mediator_forward_statement_rows_total counter
+mediator_forward_statement_rows_total 17
+# HELP mediator_forward_statements_total Statements that queued forwards (group commit: concurrent forwards share one multi-row statement and commit).
+# TYPE mediator_forward_statements_total counter
+mediator_forward_statements_total 3
 # HELP mediator_live_sessions Live delivery sessions (sockets that get messages pushed) on this instance, by protocol: v2 (pickup 2.0 live mode) or implicit (return-route socket).
 # TYPE mediator_live_sessions gauge
 mediator_live_sessions{protocol="implicit"} 0
@@ -276,7 +284,8 @@ mediator_live_sessions{protocol="v2"} 3
 # TYPE mediator_ready gauge
 mediator_ready 1
 `
-	names := []string{"mediator_db_listener_connected", "mediator_live_sessions", "mediator_ready"}
+	names := []string{"mediator_db_listener_connected", "mediator_forward_statement_rows_total",
+		"mediator_forward_statements_total", "mediator_live_sessions", "mediator_ready"}
 	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want), names...); err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +293,11 @@ mediator_ready 1
 	counts = map[string]int{"implicit": 1}
 	up = false
 	notOK = errors.New("database down")
+	statements, rows = 4, 81
 	mu.Unlock()
+	if got := value(t, m, "mediator_forward_statement_rows_total", nil); got != 81 {
+		t.Errorf("mediator_forward_statement_rows_total = %v, want 81", got)
+	}
 	for name, want := range map[string]float64{"mediator_db_listener_connected": 0, "mediator_ready": 0} {
 		if got := value(t, m, name, nil); got != want {
 			t.Errorf("%s = %v, want %v", name, got, want)
@@ -430,6 +443,7 @@ func TestDocumentedTable(t *testing.T) {
 	m.WatchLiveSessions(func() map[string]int { return nil })
 	m.WatchListener(func() bool { return true })
 	m.WatchReady(func(context.Context) error { return nil })
+	m.WatchForwardBatches(func() (int64, int64) { return 0, 0 })
 	pool, err := pgxpool.New(context.Background(), "postgres://nobody@127.0.0.1:1/none")
 	if err != nil {
 		t.Fatal(err)

@@ -125,7 +125,7 @@ type batcher struct {
 	closed  bool
 
 	// batches and requests count the statements run and the requests
-	// they carried (tests).
+	// they carried (BatchStats, tests).
 	batches, requests atomic.Int64
 	// beforeFlush, when set (tests), is called by the flusher with each
 	// batch it has taken, before running its statement.

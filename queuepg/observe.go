@@ -50,6 +50,13 @@ func (q *Queue) Depth(ctx context.Context) (queue.Depth, error) {
 	return d, nil
 }
 
+// BatchStats returns how many group-commit statements this queue has run
+// for forwards and how many forwards they carried, for monitoring: their
+// ratio is the mean batch size.
+func (q *Queue) BatchStats() (statements, forwards int64) {
+	return q.batch.batches.Load(), q.batch.requests.Load()
+}
+
 // PoolStat returns the statistics of the queue's connection pool, for
 // monitoring.
 func (q *Queue) PoolStat() *pgxpool.Stat { return q.pool.Stat() }

@@ -168,6 +168,7 @@ func observeStores(ctx context.Context, mx *metrics.Metrics, st *stores, log *sl
 	}
 	if st.cluster != nil {
 		mx.WatchPool(st.cluster.PoolStat)
+		mx.WatchForwardBatches(st.cluster.BatchStats)
 		mx.WatchListener(st.cluster.ListenerConnected)
 		o.Probe = st.cluster.SendNotifyProbe
 	}
