@@ -303,17 +303,13 @@ func (e *Envelope) Anoncrypt() bool { return e.anon }
 // Open decrypts the envelope as the recipient kid, whose Ed25519 private key
 // is priv. It returns a wrapped ErrNoRecipient if kid is not a recipient,
 // ErrDecrypt if priv is not kid's key or authentication fails, and
-// ErrMalformed if the decrypted sender is not an Ed25519 verkey.
+// ErrMalformed if the decrypted sender is not an Ed25519 verkey. To open
+// many envelopes with one key, make it a Key once and use OpenWith.
 func (e *Envelope) Open(kid string, priv ed25519.PrivateKey) (Unpacked, error) {
-	for i := range e.recipients {
-		if e.recipients[i].kid == kid {
-			return e.open(&e.recipients[i], priv)
-		}
+	r, err := e.recipient(kid)
+	if err != nil {
+		return Unpacked{}, err
 	}
-	return Unpacked{}, fmt.Errorf("%w: kid %.50q is not a recipient", ErrNoRecipient, kid)
-}
-
-func (e *Envelope) open(r *recipient, priv ed25519.PrivateKey) (Unpacked, error) {
 	if len(priv) != ed25519.PrivateKeySize {
 		return Unpacked{}, fmt.Errorf("%w: private key is %d bytes, want %d", ErrDecrypt, len(priv), ed25519.PrivateKeySize)
 	}
@@ -322,24 +318,44 @@ func (e *Envelope) open(r *recipient, priv ed25519.PrivateKey) (Unpacked, error)
 	if !bytes.Equal(priv[32:], r.pub[:]) {
 		return Unpacked{}, fmt.Errorf("%w: private key does not belong to kid %s", ErrDecrypt, r.kid)
 	}
-	var us peer
-	if err := us.set(r.pub[:]); err != nil {
+	k, err := NewKey(priv)
+	if err != nil {
 		return Unpacked{}, fmt.Errorf("%w: recipient key %s: %w", ErrDecrypt, r.kid, err)
 	}
-	var ourPriv [32]byte
-	edPrivateToX25519(&ourPriv, priv)
-	defer clear(ourPriv[:])
+	return e.open(r, k)
+}
 
+// OpenWith decrypts the envelope as the recipient k.Verkey(); its errors
+// are those of Open.
+func (e *Envelope) OpenWith(k *Key) (Unpacked, error) {
+	r, err := e.recipient(k.verkey)
+	if err != nil {
+		return Unpacked{}, err
+	}
+	return e.open(r, k)
+}
+
+func (e *Envelope) recipient(kid string) (*recipient, error) {
+	for i := range e.recipients {
+		if e.recipients[i].kid == kid {
+			return &e.recipients[i], nil
+		}
+	}
+	return nil, fmt.Errorf("%w: kid %.50q is not a recipient", ErrNoRecipient, kid)
+}
+
+func (e *Envelope) open(r *recipient, k *Key) (Unpacked, error) {
+	ourPriv, us := &k.x, &k.u
 	var cekBuf [keySize]byte
 	defer clear(cekBuf[:])
 	var senderKey string
 	if e.anon {
-		if _, ok := openAnonymous(cekBuf[:0], r.encKey, &us.u, &ourPriv); !ok {
+		if _, ok := openAnonymous(cekBuf[:0], r.encKey, us, ourPriv); !ok {
 			return Unpacked{}, fmt.Errorf("%w: content key (anoncrypt) for %s", ErrDecrypt, r.kid)
 		}
 	} else {
 		var b58 [maxB58KeyLen]byte
-		s, ok := openAnonymous(b58[:0], r.sender, &us.u, &ourPriv)
+		s, ok := openAnonymous(b58[:0], r.sender, us, ourPriv)
 		if !ok {
 			return Unpacked{}, fmt.Errorf("%w: sender for %s", ErrDecrypt, r.kid)
 		}
@@ -351,7 +367,7 @@ func (e *Envelope) open(r *recipient, priv ed25519.PrivateKey) (Unpacked, error)
 		if err := sender.set(senderEd[:]); err != nil {
 			return Unpacked{}, fmt.Errorf("%w: sender key: %w", ErrMalformed, err)
 		}
-		if _, ok := boxOpen(cekBuf[:0], r.encKey, &r.iv, &sender.p, &ourPriv); !ok {
+		if _, ok := boxOpen(cekBuf[:0], r.encKey, &r.iv, &sender.u, ourPriv); !ok {
 			return Unpacked{}, fmt.Errorf("%w: content key (authcrypt) for %s", ErrDecrypt, r.kid)
 		}
 		senderKey = string(s)
@@ -379,7 +395,7 @@ func Unpack(packed []byte, lookup func(verkey string) (ed25519.PrivateKey, bool)
 	if lookup != nil {
 		for i := range e.recipients {
 			if priv, ok := lookup(e.recipients[i].kid); ok {
-				return e.open(&e.recipients[i], priv)
+				return e.Open(e.recipients[i].kid, priv)
 			}
 		}
 	}

@@ -377,3 +377,55 @@ func TestOpenConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// OpenWith, with a Key made once, gives what Open gives, for both kinds of
+// envelope and for every recipient; a Key that is not a recipient gets
+// ErrNoRecipient.
+func TestOpenWith(t *testing.T) {
+	sender, alice, bob, carol := testKey("ow-sender"), testKey("ow-alice"), testKey("ow-bob"), testKey("ow-carol")
+	msg := []byte(`{"@type":"https://didcomm.org/trust_ping/1.0/ping","@id":"1"}`)
+	auth, err := PackAuthcrypt(msg, sender, pubOf(alice), pubOf(bob))
+	if err != nil {
+		t.Fatal(err)
+	}
+	anon, err := PackAnoncrypt(msg, pubOf(alice), pubOf(bob))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, packed := range map[string][]byte{"authcrypt": auth, "anoncrypt": anon} {
+		e, err := Parse(packed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, priv := range []ed25519.PrivateKey{alice, bob} {
+			k, err := NewKey(priv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if k.Verkey() != verkey(priv) || !bytes.Equal(k.PrivateKey(), priv) {
+				t.Fatalf("Key of %s: verkey %s, private key kept %v", verkey(priv), k.Verkey(), bytes.Equal(k.PrivateKey(), priv))
+			}
+			got, err := e.OpenWith(k)
+			if err != nil {
+				t.Fatalf("%s: OpenWith(%s): %v", name, k.Verkey(), err)
+			}
+			want, err := e.Open(verkey(priv), priv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got.Plaintext, msg) || got.RecipientKey != want.RecipientKey || got.SenderKey != want.SenderKey {
+				t.Errorf("%s: OpenWith = %+v, Open = %+v", name, got, want)
+			}
+		}
+		k, err := NewKey(carol)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.OpenWith(k); !errors.Is(err, ErrNoRecipient) {
+			t.Errorf("%s: OpenWith(not a recipient) = %v, want ErrNoRecipient", name, err)
+		}
+	}
+	if _, err := NewKey(alice[:63]); err == nil {
+		t.Error("NewKey(63 bytes): no error")
+	}
+}

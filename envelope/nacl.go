@@ -6,38 +6,36 @@ import (
 	"fmt"
 
 	"filippo.io/edwards25519"
-	"filippo.io/edwards25519/field"
 	"golang.org/x/crypto/blake2b"
 	"golang.org/x/crypto/nacl/box"
 	"golang.org/x/crypto/nacl/secretbox"
 	"golang.org/x/crypto/salsa20/salsa"
 )
 
-// crypto_box and crypto_box_seal (libsodium), with the X25519 step done on
-// the Edwards form of the curve.
+// crypto_box and crypto_box_seal (libsodium), on our own X25519 (x25519.go).
 //
 // Why not golang.org/x/crypto/nacl/box: its X25519 goes through crypto/ecdh,
 // whose NewPrivateKey computes a public key that box never uses, so every box
 // operation costs two Montgomery ladders, and the ephemeral key of a sealed
-// box another two. Here a variable-base multiplication is one Edwards scalar
-// multiplication and a fixed-base one uses edwards25519's precomputed tables:
-// a box key costs about half of box.Precompute, a sealed box about 40% of
-// box.SealAnonymous (BenchmarkBoxKey, BenchmarkSealAnonymous and their Nacl
-// counterparts), and these are nearly all of the cost of Pack and Open. The
-// primitives (edwards25519, HSalsa20, XSalsa20-Poly1305, BLAKE2b) are the
-// vetted ones; the composition is tested against nacl/box and libsodium
-// (nacl_test.go, vectors_test.go).
+// box another two. Here a box key is one ladder (x25519), and a sealed box's
+// ephemeral public key comes from edwards25519's precomputed fixed-base
+// tables: a box key costs about half of box.Precompute, a sealed box about
+// 40% of box.SealAnonymous (BenchmarkBoxKey, BenchmarkSealAnonymous and their
+// Nacl counterparts), and these are nearly all of the cost of Pack and Open.
+// The primitives (the field arithmetic of edwards25519, HSalsa20,
+// XSalsa20-Poly1305, BLAKE2b) are the vetted ones; the composition is tested
+// against nacl/box, crypto/ecdh and libsodium (nacl_test.go, x25519_test.go,
+// vectors_test.go).
 //
 // The only behavioural difference from libsodium is on inputs no honest
-// party produces: public keys on the quadratic twist or of small order are
-// refused instead of yielding garbage or a predictable shared secret.
+// party produces: Ed25519 public keys of small order are refused when they
+// are decoded (peer.set), as libsodium's key conversion does.
 
 var errNotOnCurve = errors.New("public key is not on the curve")
 
-// peer is a public key in both forms: the Edwards point for arithmetic and
-// the X25519 u-coordinate, which sealed-box nonces hash.
+// peer is a public key's X25519 form (its Montgomery u-coordinate), which
+// box keys are computed with and sealed-box nonces hash.
 type peer struct {
-	p edwards25519.Point
 	u [32]byte
 }
 
@@ -47,87 +45,47 @@ func (k *peer) set(pub []byte) error {
 	if len(pub) != keySize {
 		return fmt.Errorf("public key is %d bytes, want %d", len(pub), keySize)
 	}
-	if err := setPoint(&k.p, pub); err != nil {
-		return err
-	}
-	copy(k.u[:], k.p.BytesMontgomery())
-	return nil
-}
-
-func setPoint(p *edwards25519.Point, enc []byte) error {
-	if _, err := p.SetBytes(enc); err != nil {
+	var p edwards25519.Point
+	if _, err := p.SetBytes(pub); err != nil {
 		return errNotOnCurve
 	}
 	var p8 edwards25519.Point
-	if p8.MultByCofactor(p).Equal(edwards25519.NewIdentityPoint()) == 1 {
+	if p8.MultByCofactor(&p).Equal(edwards25519.NewIdentityPoint()) == 1 {
 		return errSmallOrder
 	}
+	copy(k.u[:], p.BytesMontgomery())
 	return nil
-}
-
-// montgomeryToEdwards finds a point whose Montgomery u-coordinate is u, by
-// the birational map y = (u-1)/(u+1); either sign of x gives the same X25519
-// results. Like X25519 it ignores u's top bit and accepts u ≥ p. It refuses
-// u on the twist and small-order points, as setPoint does.
-func montgomeryToEdwards(p *edwards25519.Point, u []byte) error {
-	var fu, one, num, den, y field.Element
-	if _, err := fu.SetBytes(u); err != nil {
-		return err
-	}
-	one.One()
-	num.Subtract(&fu, &one)
-	den.Add(&fu, &one)
-	y.Multiply(&num, den.Invert(&den)) // u = -1 gives y = 0, a small-order point
-	return setPoint(p, y.Bytes())
 }
 
 // boxKey computes the crypto_box shared key of an X25519 private key (any 32
-// bytes; clamped here as X25519 does) and a peer point that has passed
-// setPoint: HSalsa20(X25519(priv, u(peer)), 0).
-func boxKey(key *[32]byte, priv *[32]byte, peer *edwards25519.Point) error {
-	// X25519 multiplies by the clamped scalar k = 8m, m < 2^252 < ℓ. As
-	// [k]P = [m]([8]P) and [8]P has order ℓ, m is used as it is, with no
-	// reduction mod ℓ that would lose a small-order component of P.
-	var k, m [32]byte
-	var wide [64]byte
-	defer func() { clear(k[:]); clear(m[:]); clear(wide[:]) }()
-	k = *priv
-	k[0] &= 248
-	k[31] &= 127
-	k[31] |= 64
-	for i := range 31 {
-		m[i] = k[i]>>3 | k[i+1]<<5
+// bytes; clamped as X25519 does) and a peer's u-coordinate:
+// HSalsa20(X25519(priv, u), 0). It reports false for a small-order u (the
+// shared secret would be zero), as libsodium does.
+func boxKey(key, priv, peerU *[32]byte) bool {
+	if !x25519(key, priv, peerU) {
+		clear(key[:])
+		return false
 	}
-	m[31] = k[31] >> 3
-	copy(wide[:], m[:])
-	var s edwards25519.Scalar
-	if _, err := s.SetUniformBytes(wide[:]); err != nil {
-		return err
-	}
-	var p8, shared edwards25519.Point
-	shared.ScalarMult(&s, p8.MultByCofactor(peer))
-	s = edwards25519.Scalar{}
-	copy(key[:], shared.BytesMontgomery())
 	var zeros [16]byte
 	salsa.HSalsa20(key, &zeros, key, &salsa.Sigma)
-	return nil
+	return true
 }
 
-// boxSeal is crypto_box_easy: XSalsa20-Poly1305 under boxKey(priv, peer).
-func boxSeal(out, message []byte, nonce *[24]byte, peer *edwards25519.Point, priv *[32]byte) ([]byte, error) {
+// boxSeal is crypto_box_easy: XSalsa20-Poly1305 under boxKey(priv, peerU).
+func boxSeal(out, message []byte, nonce *[24]byte, peerU, priv *[32]byte) ([]byte, error) {
 	var key [32]byte
 	defer clear(key[:])
-	if err := boxKey(&key, priv, peer); err != nil {
-		return nil, err
+	if !boxKey(&key, priv, peerU) {
+		return nil, errSmallOrder
 	}
 	return secretbox.Seal(out, message, nonce, &key), nil
 }
 
 // boxOpen is crypto_box_open_easy.
-func boxOpen(out, sealed []byte, nonce *[24]byte, peer *edwards25519.Point, priv *[32]byte) ([]byte, bool) {
+func boxOpen(out, sealed []byte, nonce *[24]byte, peerU, priv *[32]byte) ([]byte, bool) {
 	var key [32]byte
 	defer clear(key[:])
-	if boxKey(&key, priv, peer) != nil {
+	if !boxKey(&key, priv, peerU) {
 		return nil, false
 	}
 	return secretbox.Open(out, sealed, nonce, &key)
@@ -168,7 +126,7 @@ func sealAnonymous(out, message []byte, to *peer) ([]byte, error) {
 		return nil, err
 	}
 	out = append(out, epkU...)
-	return boxSeal(out, message, &nonce, &to.p, &esk)
+	return boxSeal(out, message, &nonce, &to.u, &esk)
 }
 
 // openAnonymous is crypto_box_seal_open with our key pair (ourU, ourPriv).
@@ -176,14 +134,10 @@ func openAnonymous(out, sealed []byte, ourU, ourPriv *[32]byte) ([]byte, bool) {
 	if len(sealed) < box.AnonymousOverhead {
 		return nil, false
 	}
-	epkU := sealed[:32]
-	var epk edwards25519.Point
-	if montgomeryToEdwards(&epk, epkU) != nil {
-		return nil, false
-	}
+	epkU := (*[32]byte)(sealed[:32])
 	var nonce [24]byte
-	if sealNonce(&nonce, epkU, ourU[:]) != nil {
+	if sealNonce(&nonce, epkU[:], ourU[:]) != nil {
 		return nil, false
 	}
-	return boxOpen(out, sealed[32:], &nonce, &epk, ourPriv)
+	return boxOpen(out, sealed[32:], &nonce, epkU, ourPriv)
 }

@@ -5,7 +5,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"testing"
 
 	"filippo.io/edwards25519"
@@ -44,8 +43,8 @@ func TestBoxKeyMatchesNacl(t *testing.T) {
 		to, _ := randomPeer(t)
 		priv := (*[32]byte)(randomBytes(t, 32)) // unclamped on purpose
 		var got, want [32]byte
-		if err := boxKey(&got, priv, &to.p); err != nil {
-			t.Fatal(err)
+		if !boxKey(&got, priv, &to.u) {
+			t.Fatal("boxKey refused a real key")
 		}
 		box.Precompute(&want, &to.u, priv)
 		if got != want {
@@ -66,9 +65,19 @@ func TestBoxKeyMixedOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 50 {
-		to, _ := randomPeer(t)
-		var mixed peer
-		if err := mixed.set(new(edwards25519.Point).Add(&to.p, &t8).Bytes()); err != nil {
+		pub, _, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p edwards25519.Point
+		if _, err := p.SetBytes(pub); err != nil {
+			t.Fatal(err)
+		}
+		var to, mixed peer
+		if err := to.set(pub); err != nil {
+			t.Fatal(err)
+		}
+		if err := mixed.set(new(edwards25519.Point).Add(&p, &t8).Bytes()); err != nil {
 			t.Fatal(err)
 		}
 		if mixed.u == to.u {
@@ -76,8 +85,8 @@ func TestBoxKeyMixedOrder(t *testing.T) {
 		}
 		priv := (*[32]byte)(randomBytes(t, 32))
 		var got, want [32]byte
-		if err := boxKey(&got, priv, &mixed.p); err != nil {
-			t.Fatal(err)
+		if !boxKey(&got, priv, &mixed.u) {
+			t.Fatal("boxKey refused a mixed-order key")
 		}
 		box.Precompute(&want, &mixed.u, priv)
 		if got != want {
@@ -86,73 +95,19 @@ func TestBoxKeyMixedOrder(t *testing.T) {
 	}
 }
 
-func TestMontgomeryToEdwards(t *testing.T) {
-	onCurve, twist := 0, 0
-	for i := range 400 {
-		var u [32]byte
-		if i%2 == 0 {
-			to, _ := randomPeer(t)
-			u = to.u
-		} else {
-			copy(u[:], randomBytes(t, 32))
-		}
-		var p edwards25519.Point
-		err := montgomeryToEdwards(&p, u[:])
-		if i%2 == 0 && err != nil {
-			t.Fatalf("u of a real key refused: %v", err)
-		}
-		if err != nil {
-			if !errors.Is(err, errNotOnCurve) && !errors.Is(err, errSmallOrder) {
-				t.Fatalf("unexpected error %v", err)
-			}
-			twist++
-			continue
-		}
-		onCurve++
-		want := u
-		want[31] &= 127 // X25519 ignores the top bit
-		if got := p.BytesMontgomery(); !bytes.Equal(got, want[:]) && i%2 == 0 {
-			t.Fatalf("u round trip: %x, want %x", got, want)
-		}
-		// Any u that maps to a point must give the X25519 result.
-		priv := (*[32]byte)(randomBytes(t, 32))
-		var got, ref [32]byte
-		if err := boxKey(&got, priv, &p); err != nil {
-			t.Fatal(err)
-		}
-		box.Precompute(&ref, &u, priv)
-		if got != ref {
-			t.Fatalf("u %x: boxKey = %x, nacl %x", u, got, ref)
-		}
-	}
-	// About half of all u are on the twist.
-	if twist < 50 || onCurve < 250 {
-		t.Errorf("on curve %d, refused %d", onCurve, twist)
-	}
-
-	// Non-canonical u (u+p) and a set top bit denote the same point.
-	to, _ := randomPeer(t)
-	top := to.u
-	top[31] |= 0x80
-	var a, b edwards25519.Point
-	if err := montgomeryToEdwards(&a, to.u[:]); err != nil {
-		t.Fatal(err)
-	}
-	if err := montgomeryToEdwards(&b, top[:]); err != nil || !bytes.Equal(a.BytesMontgomery(), b.BytesMontgomery()) {
-		t.Errorf("top bit not ignored: %v", err)
-	}
-	// Small-order u values are refused: 0, 1, p-1 and the order-8 ones.
+// A sealed box whose ephemeral key is of small order is refused: its box
+// key would be predictable (libsodium refuses it too).
+func TestOpenAnonymousSmallOrderEphemeral(t *testing.T) {
+	bob, bobPriv := randomPeer(t)
 	for _, h := range []string{
 		"0000000000000000000000000000000000000000000000000000000000000000",
 		"0100000000000000000000000000000000000000000000000000000000000000",
-		"ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
 		"e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
-		"5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
 	} {
-		u, _ := hex.DecodeString(h)
-		var p edwards25519.Point
-		if err := montgomeryToEdwards(&p, u); !errors.Is(err, errSmallOrder) {
-			t.Errorf("u %s...: err %v, want small order", h[:8], err)
+		epk, _ := hex.DecodeString(h)
+		sealed := append(epk, make([]byte, box.Overhead+32)...)
+		if _, ok := openAnonymous(nil, sealed, &bob.u, bobPriv); ok {
+			t.Errorf("ephemeral key %s…: opened", h[:8])
 		}
 	}
 }
@@ -165,7 +120,7 @@ func TestBoxInterop(t *testing.T) {
 		nonce := (*[24]byte)(randomBytes(t, 24))
 
 		// ours → nacl
-		sealed, err := boxSeal(nil, msg, nonce, &bob.p, alicePriv)
+		sealed, err := boxSeal(nil, msg, nonce, &bob.u, alicePriv)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -174,11 +129,11 @@ func TestBoxInterop(t *testing.T) {
 		}
 		// nacl → ours
 		sealed = box.Seal(nil, msg, nonce, &bob.u, alicePriv)
-		if got, ok := boxOpen(nil, sealed, nonce, &alice.p, bobPriv); !ok || !bytes.Equal(got, msg) {
+		if got, ok := boxOpen(nil, sealed, nonce, &alice.u, bobPriv); !ok || !bytes.Equal(got, msg) {
 			t.Fatalf("boxOpen cannot open nacl output")
 		}
 		sealed[len(sealed)-1] ^= 1
-		if _, ok := boxOpen(nil, sealed, nonce, &alice.p, bobPriv); ok {
+		if _, ok := boxOpen(nil, sealed, nonce, &alice.u, bobPriv); ok {
 			t.Fatal("boxOpen accepted a tampered box")
 		}
 
@@ -239,16 +194,16 @@ func FuzzBoxKey(f *testing.F) {
 		if len(priv) != 32 || len(u) != 32 {
 			return
 		}
-		var p edwards25519.Point
-		if montgomeryToEdwards(&p, u) != nil {
+		var got, want [32]byte
+		ok := boxKey(&got, (*[32]byte)(priv), (*[32]byte)(u))
+		if _, err := curve25519.X25519(priv, u); err != nil {
+			if ok {
+				t.Fatalf("u %x: X25519 refuses (%v), boxKey accepted", u, err)
+			}
 			return
 		}
-		var got, want [32]byte
-		if err := boxKey(&got, (*[32]byte)(priv), &p); err != nil {
-			t.Fatal(err)
-		}
 		box.Precompute(&want, (*[32]byte)(u), (*[32]byte)(priv))
-		if got != want {
+		if !ok || got != want {
 			t.Fatalf("boxKey = %x, nacl %x", got, want)
 		}
 	})
@@ -259,8 +214,8 @@ func BenchmarkBoxKey(b *testing.B) {
 	to, priv := randomPeer(b)
 	var key [32]byte
 	for b.Loop() {
-		if err := boxKey(&key, priv, &to.p); err != nil {
-			b.Fatal(err)
+		if !boxKey(&key, priv, &to.u) {
+			b.Fatal("refused")
 		}
 	}
 }

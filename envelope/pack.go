@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 
-	"filippo.io/edwards25519"
 	"github.com/mr-tron/base58"
 	"golang.org/x/crypto/chacha20poly1305"
 )
@@ -25,8 +24,8 @@ func PackAuthcrypt(plaintext []byte, sender ed25519.PrivateKey, recipients ...ed
 	}
 	// Recipients would refuse a message from an unusable sender key; say so
 	// here rather than emit it.
-	var p edwards25519.Point
-	if err := setPoint(&p, sender[ed25519.SeedSize:]); err != nil {
+	var sk peer
+	if err := sk.set(sender[ed25519.SeedSize:]); err != nil {
 		return nil, fmt.Errorf("envelope: sender key: %w", err)
 	}
 	return pack(plaintext, sender, recipients)
@@ -118,7 +117,7 @@ func pack(plaintext []byte, sender ed25519.PrivateKey, recipients []ed25519.Publ
 			if _, err := rand.Read(iv[:]); err != nil {
 				return nil, fmt.Errorf("envelope: %w", err)
 			}
-			wrapped, err := boxSeal(keyBuf[:0], cek[:], &iv, &to.p, &senderX)
+			wrapped, err := boxSeal(keyBuf[:0], cek[:], &iv, &to.u, &senderX)
 			if err != nil {
 				return nil, fmt.Errorf("envelope: %w", err)
 			}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/mr-tron/base58"
 
+	"github.com/openmediator/mediator/envelope"
 	"github.com/openmediator/mediator/record"
 )
 
@@ -62,7 +63,7 @@ type Keyring struct {
 	aead  cipher.AEAD
 
 	mu    sync.RWMutex
-	cache map[string]ed25519.PrivateKey
+	cache map[string]*envelope.Key // by verkey; the X25519 forms derived once
 }
 
 // New returns a keyring sealing with master (32 bytes).
@@ -78,7 +79,7 @@ func New(store Store, master []byte) (*Keyring, error) {
 	if err != nil {
 		return nil, fmt.Errorf("keyring: %w", err)
 	}
-	return &Keyring{store: store, aead: aead, cache: make(map[string]ed25519.PrivateKey)}, nil
+	return &Keyring{store: store, aead: aead, cache: make(map[string]*envelope.Key)}, nil
 }
 
 // Verkey is the base58 form of an Ed25519 public key.
@@ -94,8 +95,12 @@ func (k *Keyring) EnsureKey(ctx context.Context, p record.KeyPurpose) (ed25519.P
 			return err
 		}
 		if len(existing) > 0 {
-			priv, err = k.open(existing[0])
-			return err
+			key, err := k.open(existing[0])
+			if err != nil {
+				return err
+			}
+			priv = key.PrivateKey()
+			return nil
 		}
 		priv, err = k.create(ctx, p)
 		return err
@@ -129,15 +134,31 @@ func (k *Keyring) create(ctx context.Context, p record.KeyPurpose) (ed25519.Priv
 	if err := k.store.InsertKey(ctx, rec); err != nil {
 		return nil, err
 	}
-	k.remember(verkey, priv)
-	return priv, nil
+	key, err := k.remember(verkey, priv)
+	if err != nil {
+		return nil, err
+	}
+	return key.PrivateKey(), nil
 }
 
 // PrivateKey returns the private key for a base58 verkey: from memory, or
 // opened from the store once and then kept.
 func (k *Keyring) PrivateKey(ctx context.Context, verkey string) (ed25519.PrivateKey, error) {
-	if priv, ok := k.Cached(verkey); ok {
-		return priv, nil
+	key, err := k.EnvelopeKey(ctx, verkey)
+	if err != nil {
+		return nil, err
+	}
+	return key.PrivateKey(), nil
+}
+
+// EnvelopeKey returns the key for a base58 verkey prepared for opening
+// envelopes (envelope.Envelope.OpenWith), like PrivateKey.
+func (k *Keyring) EnvelopeKey(ctx context.Context, verkey string) (*envelope.Key, error) {
+	k.mu.RLock()
+	key, ok := k.cache[verkey]
+	k.mu.RUnlock()
+	if ok {
+		return key, nil
 	}
 	rec, err := k.store.KeyByVerkey(ctx, verkey)
 	if errors.Is(err, record.ErrNotFound) {
@@ -152,12 +173,15 @@ func (k *Keyring) PrivateKey(ctx context.Context, verkey string) (ed25519.Privat
 // Cached returns a key only if it is already in memory.
 func (k *Keyring) Cached(verkey string) (ed25519.PrivateKey, bool) {
 	k.mu.RLock()
-	priv, ok := k.cache[verkey]
+	key, ok := k.cache[verkey]
 	k.mu.RUnlock()
-	return priv, ok
+	if !ok {
+		return nil, false
+	}
+	return key.PrivateKey(), true
 }
 
-func (k *Keyring) open(rec record.Key) (ed25519.PrivateKey, error) {
+func (k *Keyring) open(rec record.Key) (*envelope.Key, error) {
 	ns := k.aead.NonceSize()
 	if len(rec.SealedPrivate) < ns+k.aead.Overhead() {
 		return nil, fmt.Errorf("keyring: key %s: sealed value too short", rec.Verkey)
@@ -173,8 +197,7 @@ func (k *Keyring) open(rec record.Key) (ed25519.PrivateKey, error) {
 	if Verkey(priv.Public().(ed25519.PublicKey)) != rec.Verkey {
 		return nil, fmt.Errorf("keyring: key %s: seed does not match verkey", rec.Verkey)
 	}
-	k.remember(rec.Verkey, priv)
-	return priv, nil
+	return k.remember(rec.Verkey, priv)
 }
 
 // seal encrypts a seed; the verkey is bound as associated data so a sealed
@@ -187,8 +210,13 @@ func (k *Keyring) seal(seed []byte, verkey string) ([]byte, error) {
 	return k.aead.Seal(nonce, nonce, seed, []byte(verkey)), nil
 }
 
-func (k *Keyring) remember(verkey string, priv ed25519.PrivateKey) {
+func (k *Keyring) remember(verkey string, priv ed25519.PrivateKey) (*envelope.Key, error) {
+	key, err := envelope.NewKey(priv)
+	if err != nil {
+		return nil, fmt.Errorf("keyring: key %s: %w", verkey, err)
+	}
 	k.mu.Lock()
-	k.cache[verkey] = priv
+	k.cache[verkey] = key
 	k.mu.Unlock()
+	return key, nil
 }

@@ -168,28 +168,24 @@ func (a *Agent) handlePacked(ctx context.Context, packed []byte, s transport.Ses
 	if err != nil {
 		return badRequest("mediator: %w", err)
 	}
-	var (
-		priv ed25519.PrivateKey
-		kid  string
-	)
+	var key *envelope.Key
 	for i, k := range env.Kids() {
 		if i == maxKidsTried {
 			break
 		}
-		p, err := a.keys.PrivateKey(ctx, k)
+		key, err = a.keys.EnvelopeKey(ctx, k)
 		if errors.Is(err, keyring.ErrUnknownKey) {
 			continue
 		}
 		if err != nil {
 			return fmt.Errorf("mediator: key lookup: %w", err)
 		}
-		priv, kid = p, k
 		break
 	}
-	if priv == nil {
+	if key == nil {
 		return badRequest("mediator: envelope is not addressed to a key of this mediator")
 	}
-	un, err := env.Open(kid, priv)
+	un, err := env.OpenWith(key)
 	if err != nil {
 		return badRequest("mediator: %w", err)
 	}
