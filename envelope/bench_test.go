@@ -73,6 +73,23 @@ func BenchmarkPackAuthcrypt(b *testing.B) {
 	}
 }
 
+// BenchmarkPackAuthcryptWith packs as the mediator does: with its Key made
+// once, to the one wallet that key talks to.
+func BenchmarkPackAuthcryptWith(b *testing.B) {
+	alice, bob := testKey("alice"), testKey("bob")
+	k, err := NewKey(alice)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(payload1K)))
+	for b.Loop() {
+		if _, err := PackAuthcryptWith(payload1K, k, pubOf(bob)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 func BenchmarkPackAnoncrypt(b *testing.B) {
 	bob := testKey("bob")
 	b.ReportAllocs()

@@ -42,6 +42,7 @@ import (
 	"github.com/mr-tron/base58"
 	"golang.org/x/crypto/chacha20poly1305"
 	"golang.org/x/crypto/nacl/box"
+	"golang.org/x/crypto/nacl/secretbox"
 )
 
 // Errors returned by Parse, Open and Unpack, always wrapped with details;
@@ -363,11 +364,12 @@ func (e *Envelope) open(r *recipient, k *Key) (Unpacked, error) {
 		if err := decodeVerkey(senderEd[:], string(s)); err != nil {
 			return Unpacked{}, fmt.Errorf("%w: sender key: %w", ErrMalformed, err)
 		}
-		var sender peer
-		if err := sender.set(senderEd[:]); err != nil {
+		shared, err := k.shared(senderEd[:])
+		if err != nil {
 			return Unpacked{}, fmt.Errorf("%w: sender key: %w", ErrMalformed, err)
 		}
-		if _, ok := boxOpen(cekBuf[:0], r.encKey, &r.iv, &sender.u, ourPriv); !ok {
+		// crypto_box_open_easy with the key k shares with the sender.
+		if _, ok := secretbox.Open(cekBuf[:0], r.encKey, &r.iv, &shared.box); !ok {
 			return Unpacked{}, fmt.Errorf("%w: content key (authcrypt) for %s", ErrDecrypt, r.kid)
 		}
 		senderKey = string(s)

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/mr-tron/base58"
@@ -428,4 +429,51 @@ func TestOpenWith(t *testing.T) {
 	if _, err := NewKey(alice[:63]); err == nil {
 		t.Error("NewKey(63 bytes): no error")
 	}
+}
+
+// One Key used by many goroutines at once, opening messages from two
+// senders and packing to two recipients, so its shared-key cache changes
+// hands constantly (run with -race).
+func TestKeyConcurrent(t *testing.T) {
+	alice, bob, carol := testKey("alice"), testKey("bob"), testKey("carol")
+	bobKey, err := NewKey(bob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var envs []*Envelope
+	for _, from := range []ed25519.PrivateKey{alice, carol} {
+		packed, err := PackAuthcrypt([]byte("from "+verkey(from)), from, pubOf(bob))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := Parse(packed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		envs = append(envs, e)
+	}
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 20 {
+				from := []ed25519.PrivateKey{alice, carol}[(g+i)%2]
+				u, err := envs[(g+i)%2].OpenWith(bobKey)
+				if err != nil || u.SenderKey != verkey(from) || string(u.Plaintext) != "from "+verkey(from) {
+					t.Errorf("open: %+v, %v", u, err)
+					return
+				}
+				to := []ed25519.PrivateKey{alice, carol}[(g+i+1)%2]
+				packed, err := PackAuthcryptWith([]byte("reply"), bobKey, pubOf(to))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if u, err := Unpack(packed, lookupOf(to)); err != nil || u.SenderKey != verkey(bob) {
+					t.Errorf("reply to %s: %+v, %v", verkey(to), u, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

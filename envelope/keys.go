@@ -1,10 +1,12 @@
 package envelope
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/sha512"
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/mr-tron/base58"
 )
@@ -65,15 +67,48 @@ func edPrivateToX25519(dst *[32]byte, priv ed25519.PrivateKey) {
 }
 
 // Key is one of our Ed25519 key pairs with its X25519 form derived once, for
-// opening many envelopes with it: the derivation (a SHA-512, and a point
-// decoding with a square root and an inversion) costs about a third of
-// opening an anoncrypted envelope. A Key is immutable and safe for
-// concurrent use.
+// opening and packing many envelopes with it: the derivation (a SHA-512, and
+// a point decoding with a square root and an inversion) costs about a third
+// of opening an anoncrypted envelope.
+//
+// A Key also remembers the crypto_box key it last shared with a peer: each of
+// the mediator's keys talks to one wallet, and every authcrypted message
+// between the two, either way, uses that same key (X25519 of our private key
+// and the peer's public key), so it is computed once instead of once per
+// message. A Key is safe for concurrent use.
 type Key struct {
 	priv   ed25519.PrivateKey
 	verkey string   // base58 public key
 	x      [32]byte // X25519 private key
 	u      [32]byte // X25519 public key
+
+	last atomic.Pointer[sharedKey]
+}
+
+// sharedKey is the crypto_box key of a Key and one peer.
+type sharedKey struct {
+	peer [32]byte // the peer's Ed25519 public key
+	u    [32]byte // its X25519 form
+	box  [32]byte // HSalsa20(X25519(our private key, u), 0)
+}
+
+// shared returns the crypto_box key of k and the Ed25519 public key pub,
+// computing it unless it is the one k shared last.
+func (k *Key) shared(pub []byte) (*sharedKey, error) {
+	if sk := k.last.Load(); sk != nil && bytes.Equal(sk.peer[:], pub) {
+		return sk, nil
+	}
+	var p peer
+	if err := p.set(pub); err != nil {
+		return nil, err
+	}
+	sk := &sharedKey{u: p.u}
+	copy(sk.peer[:], pub)
+	if !boxKey(&sk.box, &k.x, &sk.u) {
+		return nil, errSmallOrder // not reached: set refuses small-order keys
+	}
+	k.last.Store(sk)
+	return sk, nil
 }
 
 // NewKey prepares priv (ed25519.PrivateKeySize bytes) for Envelope.OpenWith.

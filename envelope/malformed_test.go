@@ -1,11 +1,13 @@
 package envelope
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -464,5 +466,80 @@ func TestOpenKeyErrors(t *testing.T) {
 	claim := append(append(ed25519.PrivateKey{}, bob.Seed()...), identity...)
 	if _, err := e.Open(base58.Encode(identity), claim); !errors.Is(err, ErrDecrypt) {
 		t.Errorf("Open with small-order kid = %v; want ErrDecrypt", err)
+	}
+}
+
+// One Key opening many envelopes keeps the crypto_box key of the last
+// sender (Key.shared): a cached key must never let a message whose content
+// key was boxed by someone else pass as the claimed sender's, whether the
+// claimed sender is the cached one or not.
+func TestOpenWithSharedKeyCache(t *testing.T) {
+	alice, bob, carol := testKey("alice"), testKey("bob"), testKey("carol")
+	bobKey, err := NewKey(bob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cek := make([]byte, 32)
+	rand.Read(cek)
+	envelopeFrom := func(boxFrom ed25519.PrivateKey, claimed string) *Envelope {
+		e, err := Parse(craftEnvelope(t, "Authcrypt", cek, []map[string]any{authRecipient(t, cek, boxFrom, bob, claimed, bob)}, 24))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	steps := []struct {
+		name       string
+		boxFrom    ed25519.PrivateKey
+		claimed    string
+		wantSender string // "" = ErrDecrypt
+	}{
+		{"alice", alice, verkey(alice), verkey(alice)},
+		{"alice again (cached)", alice, verkey(alice), verkey(alice)},
+		{"boxed by carol, claims alice (cached)", carol, verkey(alice), ""},
+		{"boxed by alice, claims carol (not cached)", alice, verkey(carol), ""},
+		{"carol", carol, verkey(carol), verkey(carol)},
+		{"boxed by alice, claims carol (cached)", alice, verkey(carol), ""},
+		{"alice after carol", alice, verkey(alice), verkey(alice)},
+	}
+	for _, s := range steps {
+		u, err := envelopeFrom(s.boxFrom, s.claimed).OpenWith(bobKey)
+		switch {
+		case s.wantSender == "" && !errors.Is(err, ErrDecrypt):
+			t.Errorf("%s: OpenWith = %+v, %v; want ErrDecrypt", s.name, u, err)
+		case s.wantSender != "" && (err != nil || u.SenderKey != s.wantSender || string(u.Plaintext) != "crafted"):
+			t.Errorf("%s: OpenWith = %+v, %v; want sender %s", s.name, u, err, s.wantSender)
+		}
+	}
+}
+
+// PackAuthcryptWith to alternating recipients (the Key's cached box key
+// changes every time) and to two at once: each recipient opens its copy
+// with its own fresh key and sees the sender.
+func TestPackAuthcryptWithAlternatingRecipients(t *testing.T) {
+	alice, bob, carol := testKey("alice"), testKey("bob"), testKey("carol")
+	aliceKey, err := NewKey(alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, to := range []ed25519.PrivateKey{bob, carol, bob, bob, carol} {
+		msg := []byte(fmt.Sprintf(`{"n":%d}`, i))
+		packed, err := PackAuthcryptWith(msg, aliceKey, pubOf(to))
+		if err != nil {
+			t.Fatal(err)
+		}
+		u, err := Unpack(packed, lookupOf(to))
+		if err != nil || u.SenderKey != verkey(alice) || !bytes.Equal(u.Plaintext, msg) {
+			t.Fatalf("message %d to %s: %+v, %v", i, verkey(to), u, err)
+		}
+	}
+	packed, err := PackAuthcryptWith([]byte("both"), aliceKey, pubOf(bob), pubOf(carol))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, to := range []ed25519.PrivateKey{bob, carol} {
+		if u, err := Unpack(packed, lookupOf(to)); err != nil || u.SenderKey != verkey(alice) || string(u.Plaintext) != "both" {
+			t.Errorf("two recipients, %s: %+v, %v", verkey(to), u, err)
+		}
 	}
 }

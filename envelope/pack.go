@@ -10,6 +10,7 @@ import (
 
 	"github.com/mr-tron/base58"
 	"golang.org/x/crypto/chacha20poly1305"
+	"golang.org/x/crypto/nacl/secretbox"
 )
 
 // PackAuthcrypt encrypts plaintext for each recipient, authenticated as
@@ -24,10 +25,16 @@ func PackAuthcrypt(plaintext []byte, sender ed25519.PrivateKey, recipients ...ed
 	}
 	// Recipients would refuse a message from an unusable sender key; say so
 	// here rather than emit it.
-	var sk peer
-	if err := sk.set(sender[ed25519.SeedSize:]); err != nil {
+	k, err := NewKey(sender)
+	if err != nil {
 		return nil, fmt.Errorf("envelope: sender key: %w", err)
 	}
+	return pack(plaintext, k, recipients)
+}
+
+// PackAuthcryptWith is PackAuthcrypt with a sender Key made once: repeated
+// messages to the same recipient then reuse their crypto_box key (see Key).
+func PackAuthcryptWith(plaintext []byte, sender *Key, recipients ...ed25519.PublicKey) ([]byte, error) {
 	return pack(plaintext, sender, recipients)
 }
 
@@ -64,7 +71,7 @@ const recipientHeaderSize = len(hdrEncKey) + (anonKeySize*8+5)/6 + len(hdrKid) +
 	len(hdrSender) + (maxSenderBoxSize*8+5)/6 + len(hdrIV) + (boxNonceSize*8+5)/6 +
 	len(hdrRecipEnd) + 1
 
-func pack(plaintext []byte, sender ed25519.PrivateKey, recipients []ed25519.PublicKey) ([]byte, error) {
+func pack(plaintext []byte, sender *Key, recipients []ed25519.PublicKey) ([]byte, error) {
 	switch n := len(recipients); {
 	case n == 0:
 		return nil, errors.New("envelope: no recipients")
@@ -79,12 +86,9 @@ func pack(plaintext []byte, sender ed25519.PrivateKey, recipients []ed25519.Publ
 	if _, err := rand.Read(cek[:]); err != nil {
 		return nil, fmt.Errorf("envelope: %w", err)
 	}
-	var senderX [32]byte
-	defer clear(senderX[:])
 	var senderB58 []byte
 	if !anon {
-		edPrivateToX25519(&senderX, sender)
-		senderB58 = []byte(base58.Encode(sender[ed25519.SeedSize:]))
+		senderB58 = []byte(sender.verkey)
 	}
 
 	header := make([]byte, 0, len(hdrAuthcrypt)+len(hdrEnd)+len(recipients)*recipientHeaderSize)
@@ -97,8 +101,17 @@ func pack(plaintext []byte, sender ed25519.PrivateKey, recipients []ed25519.Publ
 	var senderBuf [maxSenderBoxSize]byte // sealed sender verkey
 	for i, pub := range recipients {
 		var to peer
-		if err := to.set(pub); err != nil {
-			return nil, fmt.Errorf("envelope: recipient %d: %w", i, err)
+		var shared *sharedKey
+		if anon {
+			if err := to.set(pub); err != nil {
+				return nil, fmt.Errorf("envelope: recipient %d: %w", i, err)
+			}
+		} else {
+			var err error
+			if shared, err = sender.shared(pub); err != nil {
+				return nil, fmt.Errorf("envelope: recipient %d: %w", i, err)
+			}
+			to.u = shared.u
 		}
 		if i > 0 {
 			header = append(header, ',')
@@ -117,10 +130,7 @@ func pack(plaintext []byte, sender ed25519.PrivateKey, recipients []ed25519.Publ
 			if _, err := rand.Read(iv[:]); err != nil {
 				return nil, fmt.Errorf("envelope: %w", err)
 			}
-			wrapped, err := boxSeal(keyBuf[:0], cek[:], &iv, &to.u, &senderX)
-			if err != nil {
-				return nil, fmt.Errorf("envelope: %w", err)
-			}
+			wrapped := secretbox.Seal(keyBuf[:0], cek[:], &iv, &shared.box) // crypto_box_easy with its key
 			header = b64.AppendEncode(header, wrapped)
 			sealedSender, err := sealAnonymous(senderBuf[:0], senderB58, &to)
 			if err != nil {

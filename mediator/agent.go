@@ -394,7 +394,7 @@ func (a *Agent) packFor(ctx context.Context, conn record.Connection, msg any) ([
 	if err != nil {
 		return nil, fmt.Errorf("mediator: marshal reply: %w", err)
 	}
-	ours, err := a.keys.PrivateKey(ctx, conn.OurKey)
+	ours, err := a.keys.EnvelopeKey(ctx, conn.OurKey)
 	if err != nil {
 		return nil, fmt.Errorf("mediator: our key for connection %s: %w", conn.ID, err)
 	}
@@ -402,7 +402,7 @@ func (a *Agent) packFor(ctx context.Context, conn record.Connection, msg any) ([
 	if err != nil {
 		return nil, fmt.Errorf("mediator: their key for connection %s: %w", conn.ID, err)
 	}
-	packed, err := envelope.PackAuthcrypt(plain, ours, theirs)
+	packed, err := envelope.PackAuthcryptWith(plain, ours, theirs)
 	if err != nil {
 		return nil, fmt.Errorf("mediator: pack reply: %w", err)
 	}

@@ -269,7 +269,7 @@ func (a *Agent) replyUnbound(ctx context.Context, in *inbound, msg any) error {
 	if err != nil {
 		return fmt.Errorf("mediator: %w", err)
 	}
-	ours, err := a.keys.PrivateKey(ctx, in.ourKey)
+	ours, err := a.keys.EnvelopeKey(ctx, in.ourKey)
 	if err != nil {
 		return fmt.Errorf("mediator: %w", err)
 	}
@@ -277,7 +277,7 @@ func (a *Agent) replyUnbound(ctx context.Context, in *inbound, msg any) error {
 	if err != nil {
 		return fmt.Errorf("mediator: %w", err)
 	}
-	packed, err := envelope.PackAuthcrypt(plain, ours, theirs)
+	packed, err := envelope.PackAuthcryptWith(plain, ours, theirs)
 	if err != nil {
 		return fmt.Errorf("mediator: %w", err)
 	}

@@ -114,7 +114,7 @@ func TestPlaintextCarriesSequenceAndSendTime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	un, err := envelope.Unpack(inner, ws.lookup)
+	un, err := ws.w.Open(inner)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,6 @@ import (
 
 	"github.com/openmediator/mediator/didcomm"
 	"github.com/openmediator/mediator/diddoc"
-	"github.com/openmediator/mediator/envelope"
 	"github.com/openmediator/mediator/internal/wallet"
 )
 
@@ -39,7 +38,6 @@ type walletState struct {
 	verkey  string
 	routing ed25519.PublicKey // the mediator's routing key from the grant
 	target  int
-	lookup  func(string) (ed25519.PrivateKey, bool)
 }
 
 func newWalletState(idx int, client *http.Client) (*walletState, error) {
@@ -51,7 +49,6 @@ func newWalletState(idx int, client *http.Client) (*walletState, error) {
 		w.HTTP = client
 	}
 	ws := &walletState{idx: idx, w: w, pub: w.Key.Public().(ed25519.PublicKey), verkey: w.Verkey()}
-	ws.lookup = func(kid string) (ed25519.PrivateKey, bool) { return w.Key, kid == ws.verkey }
 	return ws, nil
 }
 
@@ -144,7 +141,7 @@ func (r *receiver) open(ws *walletState, items []wallet.Delivered) []string {
 	ids := make([]string, 0, len(items))
 	for _, it := range items {
 		ids = append(ids, it.ID)
-		un, err := envelope.Unpack(it.Payload, ws.lookup)
+		un, err := ws.w.Open(it.Payload)
 		if err != nil {
 			r.tr.errs.add("decrypt", err)
 			continue

@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -78,6 +79,22 @@ type Wallet struct {
 	mediatorKey   ed25519.PublicKey
 	RoutingKeys   []string // base58, from the grant
 	GrantEndpoint string
+
+	envKey atomic.Pointer[envelope.Key] // Key prepared once (EnvelopeKey)
+}
+
+// EnvelopeKey is the wallet's Key prepared for packing and opening
+// envelopes, made on first use.
+func (w *Wallet) EnvelopeKey() (*envelope.Key, error) {
+	if k := w.envKey.Load(); k != nil {
+		return k, nil
+	}
+	k, err := envelope.NewKey(w.Key)
+	if err != nil {
+		return nil, err
+	}
+	w.envKey.CompareAndSwap(nil, k)
+	return w.envKey.Load(), nil
 }
 
 // New makes a wallet with a fresh key and a did:peer:2 DID whose service is
@@ -103,19 +120,34 @@ func (w *Wallet) Pack(msg any) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return envelope.PackAuthcrypt(plain, w.Key, w.mediatorKey)
+	k, err := w.EnvelopeKey()
+	if err != nil {
+		return nil, err
+	}
+	return envelope.PackAuthcryptWith(plain, k, w.mediatorKey)
 }
 
 // Unpack opens an envelope addressed to the wallet and parses it.
 func (w *Wallet) Unpack(packed []byte) (*didcomm.Message, envelope.Unpacked, error) {
-	un, err := envelope.Unpack(packed, func(verkey string) (ed25519.PrivateKey, bool) {
-		return w.Key, verkey == w.Verkey()
-	})
+	un, err := w.Open(packed)
 	if err != nil {
 		return nil, un, err
 	}
 	m, err := didcomm.Parse(un.Plaintext)
 	return m, un, err
+}
+
+// Open decrypts an envelope addressed to the wallet.
+func (w *Wallet) Open(packed []byte) (envelope.Unpacked, error) {
+	k, err := w.EnvelopeKey()
+	if err != nil {
+		return envelope.Unpacked{}, err
+	}
+	e, err := envelope.Parse(packed)
+	if err != nil {
+		return envelope.Unpacked{}, err
+	}
+	return e.OpenWith(k)
 }
 
 // Post sends a packed message over HTTP and returns the packed reply body
