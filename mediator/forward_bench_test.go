@@ -44,7 +44,7 @@ func newForwardBench(b *testing.B, st mediator.Store, q interface {
 		b.Fatal(err)
 	}
 	conn := record.Connection{ID: uuid.NewString(), OurKey: "bench-our-key", TheirKey: "bench-their-key",
-		State: record.StateCompleted}
+		State: record.StateCompleted, Mediation: record.MediationGranted}
 	if err := st.InsertConnection(ctx, conn); err != nil {
 		b.Fatal(err)
 	}
@@ -53,8 +53,8 @@ func newForwardBench(b *testing.B, st mediator.Store, q interface {
 		b.Fatal(err)
 	}
 	recipientPub := recipient.Public().(ed25519.PublicKey)
-	if _, err := st.AddRoute(ctx, conn.ID, base58.Encode(recipientPub)); err != nil {
-		b.Fatal(err)
+	if res, err := st.AddRoute(ctx, conn.ID, base58.Encode(recipientPub)); err != nil || res != record.RouteAdded {
+		b.Fatalf("AddRoute = %q, %v", res, err)
 	}
 	return forwardBench{agent: a, packed: packForward(b, recipientPub, a.RoutingVerkey())}
 }

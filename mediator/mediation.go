@@ -132,6 +132,9 @@ func (a *Agent) applyKeylistUpdate(ctx context.Context, conn record.Connection, 
 			return resultSuccess
 		case record.RouteNoChange:
 			return resultNoChange
+		case record.RouteNotGranted: // revoked since the check above
+			a.log.InfoContext(ctx, "keylist add refused: mediation no longer granted", "connection", conn.ID)
+			return resultClientError
 		default:
 			a.log.WarnContext(ctx, "keylist add refused: key belongs to another connection", "connection", conn.ID, "key", verkey)
 			return resultClientError

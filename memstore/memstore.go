@@ -318,6 +318,9 @@ func (m *Memory) AddRoute(_ context.Context, connectionID, recipientKey string) 
 	if c == nil {
 		return "", fmt.Errorf("memstore: add route: connection %q: %w", connectionID, record.ErrNotFound)
 	}
+	if c.Mediation != record.MediationGranted {
+		return record.RouteNotGranted, nil
+	}
 	if r, ok := m.routes[recipientKey]; ok {
 		if r.connectionID == c.ID {
 			return record.RouteNoChange, nil

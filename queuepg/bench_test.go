@@ -61,11 +61,12 @@ func newBenchSetup(tb testing.TB) benchSetup {
 	}
 	s := benchSetup{pool: pool, q: New(pool, Options{}), conn: uuid.NewString(), key: base58.Encode(raw[:])}
 	st := storepg.New(pool)
-	if err := st.InsertConnection(ctx, record.Connection{ID: s.conn, OurKey: "our", TheirKey: "their"}); err != nil {
+	if err := st.InsertConnection(ctx, record.Connection{ID: s.conn, OurKey: "our", TheirKey: "their",
+		Mediation: record.MediationGranted}); err != nil {
 		tb.Fatal(err)
 	}
-	if _, err := st.AddRoute(ctx, s.conn, s.key); err != nil {
-		tb.Fatal(err)
+	if res, err := st.AddRoute(ctx, s.conn, s.key); err != nil || res != record.RouteAdded {
+		tb.Fatalf("AddRoute = %q, %v", res, err)
 	}
 	return s
 }

@@ -76,4 +76,7 @@ const (
 	RouteAdded    RouteResult = "success"   // newly registered
 	RouteNoChange RouteResult = "no_change" // already registered to this connection
 	RouteConflict RouteResult = "conflict"  // registered to another connection
+	// RouteNotGranted: the connection's mediation is not granted (never was,
+	// was denied, or was revoked meanwhile); nothing was registered.
+	RouteNotGranted RouteResult = "not_granted"
 )

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -507,6 +508,52 @@ func TestAdminRevoke(t *testing.T) {
 	for _, id := range []string{uuid.NewString(), f.orphan, "no"} {
 		if _, err := f.admin.RevokeConnection(ctx, id); !errors.Is(err, record.ErrNotFound) {
 			t.Errorf("RevokeConnection(%q) = %v, want ErrNotFound", id, err)
+		}
+	}
+}
+
+// A keylist add racing a revoke never leaves a route behind: either the
+// revoke deletes it or the add sees the revoked state.
+func TestAdminRevokeRacesAddRoute(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+	st := storepg.New(f.pool)
+	const adders = 8
+	for round := range 5 {
+		conn := uuid.NewString()
+		c := record.Connection{ID: conn, OurKey: newVerkey(t), TheirKey: newVerkey(t), State: record.StateCompleted,
+			Mediation: record.MediationGranted, Protocol: "https://didcomm.org/didexchange/1.1"}
+		if err := st.InsertConnection(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		results := make([]record.RouteResult, adders)
+		errs := make([]error, adders+1)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := range adders {
+			wg.Go(func() {
+				<-start
+				results[i], errs[i] = st.AddRoute(ctx, conn, newVerkey(t))
+			})
+		}
+		wg.Go(func() {
+			<-start
+			_, errs[adders] = f.admin.RevokeConnection(ctx, conn)
+		})
+		close(start)
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("round %d: call %d: %v", round, i, err)
+			}
+		}
+		for i, r := range results {
+			if r != record.RouteAdded && r != record.RouteNotGranted {
+				t.Errorf("round %d: AddRoute %d = %q, want %q or %q", round, i, r, record.RouteAdded, record.RouteNotGranted)
+			}
+		}
+		if n := countRows(t, f.pool, `SELECT count(*) FROM mediation_route WHERE connection_id = $1`, conn); n != 0 {
+			t.Errorf("round %d: %d routes left on the revoked connection (results %v)", round, n, results)
 		}
 	}
 }

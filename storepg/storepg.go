@@ -252,9 +252,12 @@ func (s *Store) updateConnection(ctx context.Context, op, id, set string, value 
 // be deleted between our insert and our read, so two is already rare.
 const addRouteAttempts = 5
 
-// AddRoute registers recipientKey for connectionID. It is atomic across
-// instances: of concurrent calls for one key, exactly one connection gets
-// record.RouteAdded. An unknown connection is record.ErrNotFound.
+// AddRoute registers recipientKey for connectionID if its mediation is
+// granted (record.RouteNotGranted otherwise). It is atomic across instances:
+// of concurrent calls for one key, exactly one connection gets
+// record.RouteAdded; and against a concurrent revoke, which locks the
+// connection row: either the revoke deletes the new route or the insert sees
+// the revoked state. An unknown connection is record.ErrNotFound.
 func (s *Store) AddRoute(ctx context.Context, connectionID, recipientKey string) (record.RouteResult, error) {
 	u, err := uuid.Parse(connectionID)
 	if err != nil {
@@ -269,9 +272,22 @@ func (s *Store) AddRoute(ctx context.Context, connectionID, recipientKey string)
 	// waited on it, so the owner must be read by a second statement. If the
 	// row vanished in between (route removed), start over.
 	for range addRouteAttempts {
-		tag, err := s.pool.Exec(ctx, `
-			INSERT INTO mediation_route (recipient_key, connection_id) VALUES ($1, $2)
-			ON CONFLICT (recipient_key) DO NOTHING`, recipientKey, connID)
+		var state *string // NULL: no such connection
+		var added bool
+		err := s.pool.QueryRow(ctx, `
+			WITH granted AS (
+			    SELECT id FROM didcomm_connection
+			    WHERE id = $2 AND mediation_state = $3
+			    FOR SHARE
+			), ins AS (
+			    INSERT INTO mediation_route (recipient_key, connection_id)
+			    SELECT $1, id FROM granted
+			    ON CONFLICT (recipient_key) DO NOTHING
+			    RETURNING 1
+			)
+			SELECT (SELECT mediation_state FROM didcomm_connection WHERE id = $2),
+			       EXISTS (SELECT 1 FROM ins)`,
+			recipientKey, connID, string(record.MediationGranted)).Scan(&state, &added)
 		if err != nil {
 			var pgErr *pgconn.PgError
 			if errors.As(err, &pgErr) && pgErr.Code == codeForeignKeyViolation {
@@ -279,8 +295,13 @@ func (s *Store) AddRoute(ctx context.Context, connectionID, recipientKey string)
 			}
 			return "", fmt.Errorf("storepg: add route: %w", err)
 		}
-		if tag.RowsAffected() == 1 {
+		switch {
+		case added:
 			return record.RouteAdded, nil
+		case state == nil:
+			return "", fmt.Errorf("storepg: add route: connection %s: %w", connID, record.ErrNotFound)
+		case *state != string(record.MediationGranted):
+			return record.RouteNotGranted, nil
 		}
 		var owner string
 		err = s.pool.QueryRow(ctx,

@@ -209,8 +209,8 @@ func newCLIFixture(t *testing.T) *cliFixture {
 		}
 	}
 	for _, r := range []struct{ conn, key string }{{f.alice, f.a1}, {f.alice, f.a2}, {f.bob, f.b1}} {
-		if _, err := st.AddRoute(ctx, r.conn, r.key); err != nil {
-			t.Fatal(err)
+		if res, err := st.AddRoute(ctx, r.conn, r.key); err != nil || res != record.RouteAdded {
+			t.Fatalf("AddRoute = %q, %v", res, err)
 		}
 	}
 	sqlExec(t, pool, `UPDATE mediation_route SET created_at = $2 WHERE recipient_key = $1`, f.a1, base.Add(-49*time.Hour))

@@ -292,7 +292,7 @@ func testRoutes(t *testing.T, s mediator.Store) {
 	a, b := fullConnection(t, base), fullConnection(t, base)
 	insertConnection(t, s, a)
 	insertConnection(t, s, b)
-	k1, k2 := newKey(t), newKey(t)
+	k1, k2, k3 := newKey(t), newKey(t), newKey(t)
 
 	steps := []struct {
 		name      string
@@ -313,6 +313,12 @@ func testRoutes(t *testing.T, s mediator.Store) {
 		{"remove k1 as A", func() (any, error) { return s.RemoveRoute(ctx, a.ID, k1) }, true, nil},
 		{"remove k1 as A again", func() (any, error) { return s.RemoveRoute(ctx, a.ID, k1) }, false, nil},
 		{"add k1 to B once free", func() (any, error) { return s.AddRoute(ctx, b.ID, k1) }, record.RouteAdded, nil},
+		{"deny B's mediation", func() (any, error) { return nil, s.SetMediationState(ctx, b.ID, record.MediationDenied) }, nil, nil},
+		{"add k3 to B, denied", func() (any, error) { return s.AddRoute(ctx, b.ID, k3) }, record.RouteNotGranted, nil},
+		{"add k1 to B, denied, key of B", func() (any, error) { return s.AddRoute(ctx, b.ID, k1) }, record.RouteNotGranted, nil},
+		{"add k3 to A, not taken by B", func() (any, error) { return s.AddRoute(ctx, a.ID, k3) }, record.RouteAdded, nil},
+		{"mediation of B: none", func() (any, error) { return nil, s.SetMediationState(ctx, b.ID, record.MediationNone) }, nil, nil},
+		{"add k4 to B, never granted", func() (any, error) { return s.AddRoute(ctx, b.ID, newKey(t)) }, record.RouteNotGranted, nil},
 	}
 	for _, st := range steps {
 		got, err := st.do()
@@ -332,7 +338,7 @@ func testRoutes(t *testing.T, s mediator.Store) {
 		want  []string
 		total int
 	}{
-		{a.ID, []string{k2}, 1},
+		{a.ID, []string{k2, k3}, 2},
 		{b.ID, []string{k1}, 1},
 		{newID(), nil, 0},
 		{"nope", nil, 0},
