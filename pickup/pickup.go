@@ -370,10 +370,14 @@ func (s *Service) messagesReceived(ctx context.Context, c Conversation, m *didco
 			return fmt.Errorf("pickup: messages-received: %w", err)
 		}
 		s.opts.Logger.DebugContext(ctx, "messages acknowledged", "connection", c.ConnectionID, "named", len(req.MessageIDList), "deleted", n)
-		// A live wallet that acknowledged a push is ready for the next one.
-		s.MessageQueued(ctx, c.ConnectionID)
 	}
 	st, err := s.buildStatus(ctx, m, queue.Filter{ConnectionID: c.ConnectionID}, "", s.liveFlag(c))
+	// A live wallet that acknowledged a push is ready for the next one, if
+	// the status counts one (what is queued after the count wakes the push
+	// itself): no claim that finds nothing after every delivery.
+	if len(req.MessageIDList) > 0 && (err != nil || st.MessageCount > 0) {
+		s.MessageQueued(ctx, c.ConnectionID)
+	}
 	if err != nil {
 		return err
 	}

@@ -44,6 +44,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/mr-tron/base58"
 
@@ -360,7 +361,25 @@ AND (state = 'pending' OR lease_expires_at < now())`
 // or a generic plan for an average connection) is a bitmap scan that reads
 // and sorts the connection's whole backlog on every claim: measured 28 ms
 // instead of 0.3 ms at 30,000 messages. The settings are transaction-local.
-const claimPlanSQL = `SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_sort', 'off', true)`
+//
+// The claim also commits without waiting for its WAL flush: a claim lost in
+// a crash leaves its messages pending, as an expired lease does, and they
+// are delivered again (at least once either way); the messages-received that
+// deletes them commits durably, and its flush covers the claim's records.
+// A live push is a claim per message, so this takes one disk flush out of
+// each delivery.
+//
+// With those settings the generic plan is the same index walk (see
+// TestQueryPlans), and it is forced: PostgreSQL would otherwise plan every
+// claim afresh (a custom plan always looks cheaper), which measured 80 us
+// of server CPU per claim, twice the claim itself.
+const claimPlanSQL = `SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_sort', 'off', true),
+       set_config('synchronous_commit', 'off', true), set_config('plan_cache_mode', 'force_generic_plan', true)`
+
+// genericPlanSQL forces the generic plan of the prepared statement that
+// follows it in its transaction, where that plan is known to be the custom
+// one's shape (TestQueryPlans) and planning costs more than running.
+const genericPlanSQL = `SELECT set_config('plan_cache_mode', 'force_generic_plan', true)`
 
 // The CTE picks and locks the oldest claimable rows; SKIP LOCKED lets
 // concurrent claimers pass over each other's rows instead of waiting for
@@ -491,11 +510,21 @@ func (q *Queue) Ack(ctx context.Context, connectionID string, ids []string) (int
 	ctx, cancel := context.WithTimeout(ctx, q.timeout)
 	defer cancel()
 
-	tag, err := q.pool.Exec(ctx, ackSQL, connID, valid)
-	if err != nil {
+	// One round trip; the transaction scopes genericPlanSQL (planning the
+	// delete took 70 us of server CPU per messages-received, running it 30).
+	var deleted int64
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	b.Queue(genericPlanSQL)
+	b.Queue(ackSQL, connID, valid).Exec(func(tag pgconn.CommandTag) error {
+		deleted = tag.RowsAffected()
+		return nil
+	})
+	b.Queue("COMMIT")
+	if err := q.pool.SendBatch(ctx, b).Close(); err != nil {
 		return 0, fmt.Errorf("queuepg: ack: %w", err)
 	}
-	return int(tag.RowsAffected()), nil
+	return int(deleted), nil
 }
 
 // unclaimSQL is the SET clause that returns a claimed row to pending. The
