@@ -169,10 +169,19 @@ cpu_seconds() { # pid → user+system CPU seconds so far
   awk -v t="$CLK_TCK" '{printf "%.2f", ($14+$15)/t}' "/proc/$1/stat" 2>/dev/null || echo 0
 }
 
+# vacuum DBURL: the queue tables as autovacuum keeps them between bursts.
+# Every delivered message leaves a dead row and index entries behind; on a
+# server with autovacuum off (CI configurations) they would pile up from
+# one run into the next and slow its claims down.
+vacuum() {
+  psql -qX "$1" -c 'VACUUM (ANALYZE) queued_message' -c 'VACUUM (ANALYZE) live_session' >/dev/null
+}
+
 # load NAME MEDIATOR_PID ARGS... → $WORK/NAME.json (+ mediator CPU seconds)
 load() {
   local name=$1 mpid=$2
   shift 2
+  if [[ -n ${LOAD_DB:-} ]]; then vacuum "$LOAD_DB"; fi
   local c0 c1 rc=0
   c0=$(cpu_seconds "$mpid")
   timeout 300 "$WORK/mediator-load" --json --log-level warn --payload-bytes "$PAYLOAD_BYTES" "$@" \
@@ -240,7 +249,8 @@ GO_VERSION=$(go version | awk '{print $3, $4}')
 PG_VERSION=$(psql -qtAX "$ADMIN_URL" -c 'show server_version')
 PGBENCH_VERSION=$(pgbench --version | sed 's/^pgbench (PostgreSQL) //')
 pg_setting() { psql -qtAX "$ADMIN_URL" -c "show $1"; }
-PG_SETTINGS="synchronous_commit=$(pg_setting synchronous_commit), fsync=$(pg_setting fsync), wal_sync_method=$(pg_setting wal_sync_method), full_page_writes=$(pg_setting full_page_writes), commit_delay=$(pg_setting commit_delay), shared_buffers=$(pg_setting shared_buffers), max_connections=$(pg_setting max_connections)"
+PG_AUTOVACUUM=$(pg_setting autovacuum)
+PG_SETTINGS="synchronous_commit=$(pg_setting synchronous_commit), fsync=$(pg_setting fsync), autovacuum=$PG_AUTOVACUUM, wal_sync_method=$(pg_setting wal_sync_method), full_page_writes=$(pg_setting full_page_writes), commit_delay=$(pg_setting commit_delay), shared_buffers=$(pg_setting shared_buffers), max_connections=$(pg_setting max_connections)"
 GIT_REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 GIT_DIRTY=$(git status --porcelain 2>/dev/null | grep -c . || true)
 
@@ -326,6 +336,7 @@ ODB=mbench_${RUN_ID}_one
 new_db "$ODB"
 OURL=$(db_url "$ODB")
 P1=$(free_port)
+LOAD_DB=$OURL
 log "one instance on :$P1"
 start_mediator one "$P1" "$OURL"
 ONE_PID=$LAST_PID
@@ -394,6 +405,7 @@ TURL=$(db_url "$TDB")
 PA=$(free_port)
 PB=$(free_port)
 PP=$(free_port)
+LOAD_DB=$TURL
 log "two instances on :$PA and :$PB behind the round-robin proxy on :$PP"
 EPS="http://127.0.0.1:$PP,ws://127.0.0.1:$PP"
 start_mediator two_a "$PA" "$TURL" "$EPS"
@@ -501,6 +513,7 @@ run_row() { # name label
   echo
   echo "## Load runs (cmd/mediator-load)"
   echo
+  echo "Before each run the queue tables are vacuumed (\`VACUUM (ANALYZE)\`), as autovacuum keeps them (autovacuum=$PG_AUTOVACUUM on this server)."
   echo "Forwards are packed before the clock starts (\`--prepack\`, except the paced run), $PAYLOAD_BYTES-byte plaintexts"
   echo "($(j one_live .innerBytes) bytes stored per message). *Accepted → decrypted* starts when the forward's POST"
   echo "returned; a push can beat that answer to the wallet ($(j one_live .earlyDeliveries) of the messages of the"

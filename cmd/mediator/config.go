@@ -192,6 +192,11 @@ func openStores(ctx context.Context, c *cli.Context, log *slog.Logger, instance 
 		pool.Close()
 		return nil, fmt.Errorf("database migration failed, not starting: %w", err)
 	}
+	// Settings that hurt (autovacuum off) are warned about, not refused:
+	// an operator may vacuum by hand.
+	if _, err := pgdb.CheckServer(ctx, pool, log); err != nil {
+		log.WarnContext(ctx, "could not check the database server's settings", "err", err)
+	}
 	st := storepg.New(pool)
 	keys, err := keyring.New(st, master)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -256,4 +257,59 @@ func TestMigrateRejectsBadFiles(t *testing.T) {
 	if tableExists(t, pool, "mediator_schema_migrations") {
 		t.Error("a rejected set of migrations touched the database")
 	}
+}
+
+func TestServerSettingsWarnings(t *testing.T) {
+	const autovacuumOff = "autovacuum is off for queued_message (autovacuum, track_counts or the table's autovacuum_enabled): " +
+		"every delivered message leaves a dead row that slows later pickups down; turn autovacuum on, or VACUUM queued_message and live_session regularly"
+	for _, tc := range []struct {
+		s    pgdb.ServerSettings
+		want []string
+	}{
+		{pgdb.ServerSettings{Autovacuum: true, TrackCounts: true, QueueAutovacuum: true}, nil},
+		{pgdb.ServerSettings{Autovacuum: false, TrackCounts: true, QueueAutovacuum: true}, []string{autovacuumOff}},
+		{pgdb.ServerSettings{Autovacuum: true, TrackCounts: false, QueueAutovacuum: true}, []string{autovacuumOff}},
+		{pgdb.ServerSettings{Autovacuum: true, TrackCounts: true, QueueAutovacuum: false}, []string{autovacuumOff}},
+	} {
+		if got := tc.s.Warnings(); !slices.Equal(got, tc.want) {
+			t.Errorf("%+v.Warnings() = %q, want %q", tc.s, got, tc.want)
+		}
+	}
+}
+
+// CheckServer reads the server's settings and the table's storage
+// parameters, and logs exactly the warnings they call for.
+func TestCheckServer(t *testing.T) {
+	pool := pgtest.NewPool(t)
+	if err := pgdb.Migrate(t.Context(), pool, nil); err != nil {
+		t.Fatal(err)
+	}
+	var autovacuum, trackCounts bool
+	if err := pool.QueryRow(t.Context(), `SELECT current_setting('autovacuum')::bool, current_setting('track_counts')::bool`).
+		Scan(&autovacuum, &trackCounts); err != nil {
+		t.Fatal(err)
+	}
+	check := func(queueAutovacuum bool) {
+		t.Helper()
+		var logs strings.Builder
+		logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		}}))
+		got, err := pgdb.CheckServer(t.Context(), pool, logger)
+		want := pgdb.ServerSettings{Autovacuum: autovacuum, TrackCounts: trackCounts, QueueAutovacuum: queueAutovacuum}
+		if err != nil || got != want {
+			t.Fatalf("CheckServer = %+v, %v; want %+v", got, err, want)
+		}
+		if n := strings.Count(logs.String(), "level=WARN"); n != len(want.Warnings()) {
+			t.Errorf("%d warnings logged, want %d:\n%s", n, len(want.Warnings()), logs.String())
+		}
+	}
+	check(true)
+	if _, err := pool.Exec(t.Context(), `ALTER TABLE queued_message SET (autovacuum_enabled = false)`); err != nil {
+		t.Fatal(err)
+	}
+	check(false)
 }
