@@ -124,11 +124,20 @@ new_db() { # name → creates it, registers it for cleanup
   psql -qtAX "$ADMIN_URL" -c "CREATE DATABASE \"$1\"" >/dev/null
 }
 
+# free_port → a port nothing listens on, below the kernel's ephemeral range
+# (the load generator's thousands of sockets take ports there), and not
+# handed out before in this run (instances are started after their ports
+# are chosen).
+PORTS_FILE=$WORK/ports
+: >"$PORTS_FILE"
 free_port() {
-  local p
+  local p lo
+  lo=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
   for _ in $(seq 200); do
-    p=$((20000 + RANDOM % 30000))
+    p=$((10000 + RANDOM % (lo - 10000)))
+    grep -qx "$p" "$PORTS_FILE" && continue
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      echo "$p" >>"$PORTS_FILE"
       echo "$p"
       return
     fi
