@@ -220,7 +220,8 @@ func (q *Queue) heartbeat(ctx context.Context, o ClusterOptions, first bool) err
 		created bool
 		seen    int
 	)
-	if err := q.pool.QueryRow(hctx, heartbeatSQL, o.Instance, q.localSessions(o.Instance)).Scan(&created, &seen); err != nil {
+	sent := q.localSessions(o.Instance)
+	if err := q.pool.QueryRow(hctx, heartbeatSQL, o.Instance, sent).Scan(&created, &seen); err != nil {
 		return err
 	}
 	if created && !first {
@@ -230,7 +231,7 @@ func (q *Queue) heartbeat(ctx context.Context, o ClusterOptions, first bool) err
 	// (this instance missed heartbeats, e.g. the database was out of reach
 	// for longer than the TTL). Put them back, or forwards accepted
 	// elsewhere would not wake this instance.
-	if n, err := q.reregister(ctx, o.Instance, seen); err != nil {
+	if n, err := q.reregister(ctx, o.Instance, sent, seen); err != nil {
 		return err
 	} else if n > 0 {
 		o.Logger.Warn("queuepg: live sessions were missing from the registry; registered them again", "sessions", n)
@@ -253,21 +254,30 @@ func (q *Queue) localSessions(instance string) []string {
 	return ids
 }
 
-// reregister upserts this Queue's sessions of instance if the registry has
-// fewer than seen. It holds regMu through the statement so that a session
-// unregistered meanwhile cannot be brought back after its DELETE.
-func (q *Queue) reregister(ctx context.Context, instance string, seen int) (int, error) {
+// reregister upserts the sessions of instance that the heartbeat looked
+// for (sent) and that are still registered here, if the heartbeat found
+// fewer than it looked for (seen). Sessions registered after the heartbeat
+// read its list are not compared: under a burst of connecting sockets they
+// would all look missing. It holds regMu through the statement so that a
+// session unregistered meanwhile cannot be brought back after its DELETE.
+func (q *Queue) reregister(ctx context.Context, instance string, sent []string, seen int) (int, error) {
+	if len(sent) <= seen {
+		return 0, nil
+	}
 	q.regMu.Lock()
 	defer q.regMu.Unlock()
+	if q.left[instance] {
+		return 0, nil
+	}
 	var ids, conns, protos []string
-	for _, s := range q.local {
-		if s.Instance == instance {
+	for _, id := range sent {
+		if s, ok := q.local[id]; ok && s.Instance == instance {
 			ids = append(ids, s.ID)
 			conns = append(conns, s.ConnectionID)
 			protos = append(protos, s.Protocol)
 		}
 	}
-	if len(ids) <= seen || q.left[instance] {
+	if len(ids) == 0 {
 		return 0, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, q.timeout)

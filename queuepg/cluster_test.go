@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -469,6 +470,41 @@ func TestHeartbeatRestoresLostSessions(t *testing.T) {
 	}
 	if res := forwardVia(t, a, key); res.LiveInstance != "instance-a" {
 		t.Errorf("LiveInstance = %q, want instance-a", res.LiveInstance)
+	}
+}
+
+// Sockets connecting while a heartbeat runs are not taken for sessions the
+// registry lost: no re-registration and no reconcile of every session, which
+// a burst of reconnecting wallets would otherwise trigger at every beat.
+func TestHeartbeatDuringRegistrationBurst(t *testing.T) {
+	shared := pgtest.NewPool(t)
+	a := newNode(t, shared, "instance-a", longLived)
+	a.run(t)
+	conn, _ := newMediation(t, shared)
+	deadline := time.Now().Add(10 * a.tm.heartbeat)
+	var wg sync.WaitGroup
+	registered := make([]int, 8)
+	for i := range registered {
+		wg.Go(func() {
+			for time.Now().Before(deadline) {
+				registerOn(t, a, conn)
+				registered[i]++
+			}
+		})
+	}
+	wg.Wait()
+	total := 0
+	for _, n := range registered {
+		total += n
+	}
+	time.Sleep(2 * a.tm.heartbeat) // beats that see the last registrations
+	select {
+	case <-a.reconcile:
+		t.Errorf("the heartbeat re-registered sessions during a burst of %d registrations", total)
+	default:
+	}
+	if n := count(t, shared, "SELECT count(*) FROM live_session WHERE instance = 'instance-a'"); n != total {
+		t.Errorf("%d sessions registered, want %d", n, total)
 	}
 }
 
