@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"strings"
@@ -33,6 +34,10 @@ const (
 // janitors of all instances take turns. It spells "medjanit" in ASCII.
 const janitorLockID int64 = 0x6d65646a616e6974
 
+// vacuumLockID is the pg_try_advisory_lock key that lets one instance at a
+// time vacuum the queue tables. It spells "medvacuu" in ASCII.
+const vacuumLockID int64 = 0x6d65647661637575
+
 // ClusterOptions configure Run. Zero durations take the defaults.
 type ClusterOptions struct {
 	// Instance is this process's instance id; empty means Options.Instance.
@@ -53,6 +58,15 @@ type ClusterOptions struct {
 	// ReconcileEvery: it should push whatever is pending to every live
 	// session of this instance. It should return promptly.
 	OnReconcile func(ctx context.Context)
+	// VacuumDeadRows: the janitor's interval, one instance VACUUMs
+	// queued_message or live_session once it holds this many dead rows
+	// (default DefaultVacuumDeadRows; negative: never). Every delivered
+	// message leaves a dead row and dead index entries that claims and
+	// counts walk over until a vacuum; autovacuum visits a table at most
+	// once a minute (autovacuum_naptime), in which a busy mediator leaves
+	// tens of thousands (measured: live delivery 1,150 -> 900 messages/s
+	// with 80,000 dead rows).
+	VacuumDeadRows int
 	// OnNotifyLag, when set, is called with the delay of each probe
 	// notification (see SendNotifyProbe) when the listener gets it.
 	OnNotifyLag func(time.Duration)
@@ -83,7 +97,9 @@ func (q *Queue) ListenerConnected() bool {
 //     the pool), calls OnWake for each notification, and reconnects with
 //     backoff when the connection is lost, calling OnReconcile after every
 //     successful LISTEN;
-//   - calls OnReconcile every ReconcileEvery.
+//   - calls OnReconcile every ReconcileEvery;
+//   - every InstanceTTL/3, VACUUMs queued_message and live_session when one
+//     holds VacuumDeadRows dead rows (one instance at a time).
 //
 // Database errors are logged and retried; they never end Run.
 func (q *Queue) Run(ctx context.Context, o ClusterOptions) error {
@@ -111,6 +127,9 @@ func (q *Queue) Run(ctx context.Context, o ClusterOptions) error {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.VacuumDeadRows == 0 {
+		o.VacuumDeadRows = DefaultVacuumDeadRows
+	}
 	o.Logger = o.Logger.With("instance", o.Instance)
 
 	// The janitor starts once the listener has made its first attempt, so
@@ -126,6 +145,9 @@ func (q *Queue) Run(ctx context.Context, o ClusterOptions) error {
 		}
 	})
 	wg.Go(func() { q.listenLoop(ctx, o, sync.OnceFunc(func() { close(listenTried) })) })
+	if o.VacuumDeadRows > 0 {
+		wg.Go(func() { q.vacuumLoop(ctx, o) })
+	}
 	wg.Go(func() {
 		t := time.NewTicker(o.ReconcileEvery)
 		defer t.Stop()
@@ -374,6 +396,70 @@ func (q *Queue) janitor(ctx context.Context, o ClusterOptions) error {
 		}
 		return nil
 	})
+}
+
+// ---- vacuum ----
+
+// vacuumTimeout bounds one pass of vacuumLoop: a VACUUM of a table that
+// grew big takes a while, and it runs beside everything else.
+const vacuumTimeout = 10 * time.Minute
+
+func (q *Queue) vacuumLoop(ctx context.Context, o ClusterOptions) {
+	every := max(o.InstanceTTL/3, 10*time.Millisecond)
+	for sleep(ctx, jitter(every)) {
+		if q.hasLeft(o.Instance) {
+			continue
+		}
+		if err := q.vacuum(ctx, o); err != nil && ctx.Err() == nil {
+			o.Logger.Warn("queuepg: vacuum failed; retrying", "err", err)
+		}
+	}
+}
+
+// vacuum VACUUMs the queue tables that hold at least o.VacuumDeadRows dead
+// rows, unless another instance is at it. SKIP_LOCKED leaves a table that
+// a VACUUM (autovacuum's, say) is already working on.
+func (q *Queue) vacuum(ctx context.Context, o ClusterOptions) error {
+	ctx, cancel := context.WithTimeout(ctx, vacuumTimeout)
+	defer cancel()
+	conn, err := q.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	var locked bool
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", vacuumLockID).Scan(&locked); err != nil {
+		return err
+	}
+	if !locked {
+		return nil
+	}
+	defer func() {
+		if _, err := conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", vacuumLockID); err != nil {
+			// A session lock must not outlive this pass on a pooled
+			// connection: close it, which releases the lock.
+			conn.Conn().Close(context.WithoutCancel(ctx))
+		}
+	}()
+	rows, err := conn.Query(ctx, `
+		SELECT relname::text FROM pg_stat_user_tables
+		WHERE relid IN (to_regclass('queued_message'), to_regclass('live_session')) AND n_dead_tup >= $1
+		ORDER BY relname`, o.VacuumDeadRows)
+	if err != nil {
+		return err
+	}
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	for _, table := range tables {
+		start := time.Now()
+		if _, err := conn.Exec(ctx, "VACUUM (SKIP_LOCKED) "+pgx.Identifier{table}.Sanitize()); err != nil {
+			return fmt.Errorf("vacuum %s: %w", table, err)
+		}
+		o.Logger.Debug("queuepg: vacuumed", "table", table, "took", time.Since(start).Round(time.Millisecond))
+	}
+	return nil
 }
 
 // ---- listener ----

@@ -46,6 +46,8 @@ type node struct {
 	wakes     chan string
 	reconcile chan struct{}
 	stop      func() // ends Run and waits for it
+	// vacuumDeadRows is ClusterOptions.VacuumDeadRows (0: the default).
+	vacuumDeadRows int
 }
 
 func newNode(t *testing.T, shared *pgxpool.Pool, name string, tm timings) *node {
@@ -79,6 +81,7 @@ func (n *node) run(t *testing.T) {
 			ReconcileEvery: n.tm.reconcile,
 			OnWake:         func(_ context.Context, conn string) { n.wakes <- conn },
 			OnReconcile:    func(context.Context) { n.reconcile <- struct{}{} },
+			VacuumDeadRows: n.vacuumDeadRows,
 			Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
 		})
 	}()
@@ -505,6 +508,70 @@ func TestHeartbeatDuringRegistrationBurst(t *testing.T) {
 	}
 	if n := count(t, shared, "SELECT count(*) FROM live_session WHERE instance = 'instance-a'"); n != total {
 		t.Errorf("%d sessions registered, want %d", n, total)
+	}
+}
+
+// An instance VACUUMs the queue table once delivered messages left
+// VacuumDeadRows dead rows in it; not below that, nor with vacuuming off.
+func TestVacuumOfDeadRows(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		threshold int
+		want      int // manual VACUUMs of queued_message
+	}{
+		{"threshold reached", 500, 1},
+		{"below the threshold", 5000, 0},
+		{"vacuuming off", -1, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			shared := pgtest.NewPool(t)
+			a := newNode(t, shared, "instance-a", shortTTL)
+			a.vacuumDeadRows = tc.threshold
+			conn, key := newMediation(t, shared)
+			for range 2 {
+				forwardVia(t, a, key) // pending: they stay
+			}
+			// 1,000 delivered messages, as dead rows, with the statistics
+			// flushed now rather than within PostgreSQL's 10 s (by the
+			// session that made them).
+			db, err := shared.Acquire(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Release()
+			if _, err := db.Exec(t.Context(), `
+				INSERT INTO queued_message (connection_id, recipient_key, encrypted_message, size_bytes)
+				SELECT $1, $2, '{}', 2 FROM generate_series(1, 1000)`, conn, key); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.Exec(t.Context(), `DELETE FROM queued_message WHERE connection_id = $1 AND size_bytes = 2`, conn); err != nil {
+				t.Fatal(err)
+			}
+			var version int
+			if err := db.QueryRow(t.Context(), "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
+				t.Fatal(err)
+			}
+			if version >= 150000 {
+				if _, err := db.Exec(t.Context(), "SELECT pg_stat_force_next_flush()"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			a.run(t)
+			vacuums := func() int {
+				return count(t, shared, "SELECT vacuum_count::int FROM pg_stat_user_tables WHERE relname = 'queued_message'")
+			}
+			if tc.want > 0 {
+				waitUntil(t, "the queue table to be vacuumed", func() bool { return vacuums() >= tc.want })
+			} else {
+				time.Sleep(3 * shortTTL.ttl / 3) // three vacuum passes
+			}
+			if got := vacuums(); got != tc.want {
+				t.Errorf("queued_message vacuumed %d times, want %d", got, tc.want)
+			}
+			if n := count(t, shared, "SELECT count(*) FROM queued_message WHERE connection_id = $1", conn); n != 2 {
+				t.Errorf("%d messages queued after the vacuum, want the 2 pending ones", n)
+			}
+		})
 	}
 }
 

@@ -58,6 +58,8 @@ const (
 	DefaultInstanceTTL    = 30 * time.Second
 	DefaultHeartbeat      = 5 * time.Second
 	DefaultReconcileEvery = 30 * time.Second
+	// DefaultVacuumDeadRows is ClusterOptions.VacuumDeadRows's default.
+	DefaultVacuumDeadRows = 10_000
 )
 
 // MaxClaim is the most messages one Claim hands out; larger limits are

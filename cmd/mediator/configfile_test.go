@@ -159,3 +159,16 @@ func TestOneConfigFileServesEveryCommand(t *testing.T) {
 		t.Fatalf("database-url = %q, want the file's", got.String("database-url"))
 	}
 }
+
+func TestVacuumDeadRowsFlag(t *testing.T) {
+	for _, tc := range []struct{ flag, want int }{
+		{0, -1}, // off
+		{-5, -1},
+		{1, 1},
+		{10_000, 10_000},
+	} {
+		if got := vacuumDeadRows(tc.flag); got != tc.want {
+			t.Errorf("vacuumDeadRows(%d) = %d, want %d", tc.flag, got, tc.want)
+		}
+	}
+}

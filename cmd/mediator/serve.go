@@ -48,6 +48,8 @@ Example:
 				Usage: "`DURATION` after which an instance without heartbeat is dead: its sessions are removed and its in-flight messages requeued"},
 			&cli.DurationFlag{Name: "reconcile-interval", Value: 30 * time.Second, EnvVars: []string{"MEDIATOR_RECONCILE_INTERVAL"},
 				Usage: "`DURATION` between passes that push whatever is pending to this instance's live sockets (covers lost notifications)"},
+			&cli.IntFlag{Name: "vacuum-dead-rows", Value: queuepg.DefaultVacuumDeadRows, EnvVars: []string{"MEDIATOR_VACUUM_DEAD_ROWS"},
+				Usage: "VACUUM the queue tables (one instance at a time) once one holds this many `ROWS` of delivered messages, between autovacuum's visits; 0 leaves it to autovacuum"},
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: 20 * time.Second, EnvVars: []string{"MEDIATOR_SHUTDOWN_TIMEOUT"},
 				Usage: "`DURATION` allowed for a graceful shutdown on SIGTERM/SIGINT"},
 			&cli.StringFlag{Name: "webhook-url", EnvVars: []string{"MEDIATOR_WEBHOOK_URL"},
@@ -198,6 +200,7 @@ func runServe(c *cli.Context) error {
 				OnWake:         pk.MessageQueued,
 				OnReconcile:    pk.Reconcile,
 				OnNotifyLag:    mx.NotificationLag,
+				VacuumDeadRows: vacuumDeadRows(c.Int("vacuum-dead-rows")),
 				Logger:         log,
 			})
 			if err != nil && runCtx.Err() == nil {
@@ -278,4 +281,13 @@ func reconcileLoop(ctx context.Context, every time.Duration, reconcile func(cont
 			reconcile(ctx)
 		}
 	}
+}
+
+// vacuumDeadRows maps --vacuum-dead-rows (0: off) to
+// queuepg.ClusterOptions.VacuumDeadRows (0: default, negative: off).
+func vacuumDeadRows(flag int) int {
+	if flag <= 0 {
+		return -1
+	}
+	return flag
 }
