@@ -503,13 +503,13 @@ func (msg *message) copy() queue.Message {
 	return out
 }
 
-// checkMessage applies the checks queuepg gets from its schema and did:key
-// conversion.
+// checkMessage applies the checks queuepg makes (checkPayload) and gets
+// from its did:key conversion.
 func checkMessage(recipientKey string, payload []byte) error {
 	if raw, err := base58.Decode(recipientKey); err != nil || len(raw) != 32 {
 		return fmt.Errorf("%w: recipient key %q is not a base58 Ed25519 public key", queue.ErrUnknownRecipient, recipientKey)
 	}
-	// Not UTF-8: PostgreSQL's jsonb refuses it, so queuepg does too.
+	// Pickup embeds payloads in JSON deliveries.
 	if !json.Valid(payload) || !utf8.Valid(payload) {
 		return errors.New("payload is not JSON")
 	}

@@ -345,7 +345,7 @@ const enqueueForwardsSQL = `
 WITH target AS MATERIALIZED (
     SELECT i.id, i.recipient_key, i.did, i.payload, i.size, i.ord, r.connection_id,
            row_number() OVER (PARTITION BY r.connection_id ORDER BY i.ord) - 1 AS rank
-    FROM unnest($3::uuid[], $4::text[], $5::text[], $6::jsonb[], $7::int[])
+    FROM unnest($3::uuid[], $4::text[], $5::text[], $6::bytea[], $7::int[])
          WITH ORDINALITY AS i(id, recipient_key, did, payload, size, ord)
     JOIN mediation_route r ON r.recipient_key = i.recipient_key
 ),

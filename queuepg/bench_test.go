@@ -82,7 +82,7 @@ func fill(tb testing.TB, pool *pgxpool.Pool, connection, key string, n int) {
 	}
 	_, err = pool.Exec(context.Background(), `
 		INSERT INTO queued_message (connection_id, recipient_dids, recipient_key, encrypted_message, size_bytes, created_at)
-		SELECT $1::uuid, ARRAY[$2::text], $3, $4::jsonb, $5, now() + g * interval '1 microsecond'
+		SELECT $1::uuid, ARRAY[$2::text], $3, $4::bytea, $5, now() + g * interval '1 microsecond'
 		FROM generate_series(1, $6::int) g`,
 		connection, did, key, payload1K, len(payload1K), n)
 	if err != nil {

@@ -9,9 +9,9 @@
 // not wait for a sweeper.
 //
 // Connection ids and message ids that are not UUIDs match nothing: filters on
-// them return no messages, and Ack and Release skip them. Payloads are stored
-// as jsonb, so they must be JSON and come back JSON-equal, not byte-equal
-// (jsonb drops insignificant whitespace and reorders object keys).
+// them return no messages, and Ack and Release skip them. Payloads must be
+// JSON text (UTF-8), which pickup embeds in its deliveries; they are stored
+// as bytea and come back byte for byte.
 //
 // Several instances share one database. Each records the wallets' live
 // sockets it holds in live_session (RegisterSession, UnregisterSession) and
@@ -272,9 +272,9 @@ func (q *Queue) EnqueueForward(ctx context.Context, recipientKey string, payload
 	return res.res, res.err
 }
 
-// checkPayload rejects what the jsonb column cannot take: text that is not
-// JSON, or not UTF-8 (which PostgreSQL refuses, and which would otherwise
-// fail a whole batch before the row is found and retried alone).
+// checkPayload rejects what pickup could not embed in a delivery: text that
+// is not JSON, or not UTF-8. The column itself takes any bytes, so no
+// payload can fail a batch statement.
 func checkPayload(payload []byte) error {
 	if !json.Valid(payload) || !utf8.Valid(payload) {
 		return errors.New("payload is not JSON")
@@ -295,7 +295,7 @@ WITH target AS MATERIALIZED (
 ),
 msg AS (
     INSERT INTO queued_message (connection_id, recipient_dids, recipient_key, encrypted_message, size_bytes)
-    SELECT t.connection_id, ARRAY[$4::text], $5, $6::jsonb, $7
+    SELECT t.connection_id, ARRAY[$4::text], $5, $6::bytea, $7
     FROM target t
     WHERE $9::int = 0 OR t.depth < $9::int
     RETURNING id, connection_id, created_at

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"io/fs"
 	"log/slog"
 	"slices"
 	"strings"
@@ -156,6 +157,8 @@ var schemaTables = []string{
 	"didcomm_connection", "mediation_route", "device_info",
 }
 
+var allMigrations = []appliedMigration{{1, "0001_init.sql"}, {2, "0002_payload_bytea.sql"}}
+
 func TestMigrateTwice(t *testing.T) {
 	pool := open(t, pgtest.NewDatabase(t))
 	for i := range 2 {
@@ -163,9 +166,8 @@ func TestMigrateTwice(t *testing.T) {
 			t.Fatalf("Migrate #%d: %v", i+1, err)
 		}
 	}
-	want := []appliedMigration{{1, "0001_init.sql"}}
-	if got := applied(t, pool); len(got) != len(want) || got[0] != want[0] {
-		t.Errorf("recorded migrations %v, want %v", got, want)
+	if got := applied(t, pool); !slices.Equal(got, allMigrations) {
+		t.Errorf("recorded migrations %v, want %v", got, allMigrations)
 	}
 	for _, table := range schemaTables {
 		if !tableExists(t, pool, table) {
@@ -192,8 +194,37 @@ func TestMigrateConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if got := applied(t, pools[0]); len(got) != 1 {
-		t.Errorf("recorded migrations %v, want one", got)
+	if got := applied(t, pools[0]); !slices.Equal(got, allMigrations) {
+		t.Errorf("recorded migrations %v, want %v", got, allMigrations)
+	}
+}
+
+// Messages queued before 0002 keep their JSON text, now as bytes.
+func TestMigratePayloadsToBytea(t *testing.T) {
+	ctx := t.Context()
+	pool := open(t, pgtest.NewDatabase(t))
+	data, err := fs.ReadFile(pgdb.Migrations(), "0001_init.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	only1 := fstest.MapFS{"0001_init.sql": {Data: data}}
+	if err := pgdb.MigrateFS(ctx, pool, testLogger(t), only1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO queued_message (connection_id, recipient_key, encrypted_message, size_bytes)
+		VALUES (gen_random_uuid(), 'k', '{ "protected": "p",  "tag": "t", "iv": "é" }', 44)`); err != nil {
+		t.Fatal(err)
+	}
+	if err := pgdb.Migrate(ctx, pool, testLogger(t)); err != nil {
+		t.Fatal(err)
+	}
+	var payload []byte
+	if err := pool.QueryRow(ctx, "SELECT encrypted_message FROM queued_message").Scan(&payload); err != nil {
+		t.Fatal(err)
+	}
+	// jsonb's own text of the object: keys by length, then bytes.
+	if want := `{"iv": "é", "tag": "t", "protected": "p"}`; string(payload) != want {
+		t.Errorf("migrated payload %q, want %q", payload, want)
 	}
 }
 

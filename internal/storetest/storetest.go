@@ -9,9 +9,7 @@ package storetest
 import (
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"fmt"
-	"reflect"
 	"strconv"
 	"testing"
 	"time"
@@ -69,21 +67,9 @@ func itoa(i int) string { return strconv.Itoa(i) }
 // newID returns a random connection or message id.
 func newID() string { return uuid.NewString() }
 
-// jsonEqual reports whether a and b hold the same JSON value.
-func jsonEqual(t testing.TB, a, b []byte) bool {
-	t.Helper()
-	var va, vb any
-	if err := json.Unmarshal(a, &va); err != nil {
-		t.Fatalf("not JSON: %q: %v", a, err)
-	}
-	if err := json.Unmarshal(b, &vb); err != nil {
-		t.Fatalf("not JSON: %q: %v", b, err)
-	}
-	return reflect.DeepEqual(va, vb)
-}
-
 // envelope returns a packed-message-shaped JSON payload, numbered so that
-// payloads differ, with whitespace that jsonb will not keep.
+// payloads differ, with whitespace that a JSON store would not keep (the
+// queues return payloads byte for byte).
 func envelope(i int) []byte {
 	return fmt.Appendf(nil, `{ "protected": "eyJlbmMiOiJ4Y2hhY2hhMjBwb2x5MTMwNV9pZXRmIn0",
 		"iv": "iv-%d", "ciphertext": "ct-%d-%s", "tag": "tag" }`, i, i, "x")
