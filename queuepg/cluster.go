@@ -189,7 +189,7 @@ func jitter(d time.Duration) time.Duration {
 
 // heartbeatSQL refreshes (or recreates) the instance's row and the
 // last_seen of the sessions this process registered ($2). It returns
-// whether the row had to be created and how many sessions were found. A row
+// whether the row had to be created and the sessions of $2 it did not find. A row
 // of this instance that is not in $2 is one whose UnregisterSession failed:
 // it is left to go stale, and a janitor removes it.
 const heartbeatSQL = `
@@ -201,9 +201,10 @@ WITH hb AS (
 seen AS (
     UPDATE live_session SET last_seen = now()
     WHERE session_id = ANY($2::text[]) AND instance = $1
-    RETURNING 1
+    RETURNING session_id
 )
-SELECT (SELECT created FROM hb), (SELECT count(*) FROM seen)`
+SELECT (SELECT created FROM hb),
+       ARRAY(SELECT unnest($2::text[]) EXCEPT SELECT session_id FROM seen)`
 
 // reregisterSQL puts sessions back that a janitor removed.
 const reregisterSQL = `
@@ -240,20 +241,20 @@ func (q *Queue) heartbeat(ctx context.Context, o ClusterOptions, first bool) err
 	defer cancel()
 	var (
 		created bool
-		seen    int
+		missing []string
 	)
 	sent := q.localSessions(o.Instance)
-	if err := q.pool.QueryRow(hctx, heartbeatSQL, o.Instance, sent).Scan(&created, &seen); err != nil {
+	if err := q.pool.QueryRow(hctx, heartbeatSQL, o.Instance, sent).Scan(&created, &missing); err != nil {
 		return err
 	}
 	if created && !first {
 		o.Logger.Warn("queuepg: this instance had been taken for dead by the cluster; rejoined")
 	}
-	// Fewer rows than sessions registered here: a janitor removed them
-	// (this instance missed heartbeats, e.g. the database was out of reach
-	// for longer than the TTL). Put them back, or forwards accepted
+	// Sessions registered here but not in the table: a janitor removed
+	// them (this instance missed heartbeats, e.g. the database was out of
+	// reach for longer than the TTL). Put them back, or forwards accepted
 	// elsewhere would not wake this instance.
-	if n, err := q.reregister(ctx, o.Instance, sent, seen); err != nil {
+	if n, err := q.reregister(ctx, o.Instance, missing); err != nil {
 		return err
 	} else if n > 0 {
 		o.Logger.Warn("queuepg: live sessions were missing from the registry; registered them again", "sessions", n)
@@ -277,13 +278,14 @@ func (q *Queue) localSessions(instance string) []string {
 }
 
 // reregister upserts the sessions of instance that the heartbeat looked
-// for (sent) and that are still registered here, if the heartbeat found
-// fewer than it looked for (seen). Sessions registered after the heartbeat
-// read its list are not compared: under a burst of connecting sockets they
-// would all look missing. It holds regMu through the statement so that a
-// session unregistered meanwhile cannot be brought back after its DELETE.
-func (q *Queue) reregister(ctx context.Context, instance string, sent []string, seen int) (int, error) {
-	if len(sent) <= seen {
+// for and did not find (missing) and that are still registered here: not
+// one that closed meanwhile (its DELETE may have beaten the heartbeat), nor
+// one registered after the heartbeat read its list (under a burst of
+// connecting sockets they would all look missing). It holds regMu through
+// the statement so that a session unregistered meanwhile cannot be brought
+// back after its DELETE.
+func (q *Queue) reregister(ctx context.Context, instance string, missing []string) (int, error) {
+	if len(missing) == 0 {
 		return 0, nil
 	}
 	q.regMu.Lock()
@@ -292,7 +294,7 @@ func (q *Queue) reregister(ctx context.Context, instance string, sent []string, 
 		return 0, nil
 	}
 	var ids, conns, protos []string
-	for _, id := range sent {
+	for _, id := range missing {
 		if s, ok := q.local[id]; ok && s.Instance == instance {
 			ids = append(ids, s.ID)
 			conns = append(conns, s.ConnectionID)

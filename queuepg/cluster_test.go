@@ -476,38 +476,65 @@ func TestHeartbeatRestoresLostSessions(t *testing.T) {
 	}
 }
 
-// Sockets connecting while a heartbeat runs are not taken for sessions the
-// registry lost: no re-registration and no reconcile of every session, which
-// a burst of reconnecting wallets would otherwise trigger at every beat.
+// Sockets connecting or closing while a heartbeat runs are not taken for
+// sessions the registry lost: no re-registration and no reconcile of every
+// session, which wallets reconnecting in a burst would otherwise trigger at
+// every beat. (A close whose DELETE commits between the heartbeat reading its
+// list and its UPDATE leaves one session fewer to find.)
 func TestHeartbeatDuringRegistrationBurst(t *testing.T) {
-	shared := pgtest.NewPool(t)
-	a := newNode(t, shared, "instance-a", longLived)
-	a.run(t)
-	conn, _ := newMediation(t, shared)
-	deadline := time.Now().Add(10 * a.tm.heartbeat)
-	var wg sync.WaitGroup
-	registered := make([]int, 8)
-	for i := range registered {
-		wg.Go(func() {
-			for time.Now().Before(deadline) {
+	for _, tc := range []struct {
+		name  string
+		close bool // each registration is unregistered again
+	}{
+		{"sockets connecting", false},
+		{"sockets connecting and closing", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			shared := pgtest.NewPool(t)
+			a := newNode(t, shared, "instance-a", longLived)
+			a.run(t)
+			conn, _ := newMediation(t, shared)
+			// Sessions that stay through the burst, so that the beats have
+			// something to look for.
+			const steady = 50
+			for range steady {
 				registerOn(t, a, conn)
-				registered[i]++
+			}
+			deadline := time.Now().Add(10 * a.tm.heartbeat)
+			var wg sync.WaitGroup
+			kept := make([]int, 8)
+			for i := range kept {
+				wg.Go(func() {
+					var open []queue.Session // closed oldest first, a few sockets later
+					for time.Now().Before(deadline) {
+						open = append(open, registerOn(t, a, conn))
+						if !tc.close || len(open) < 4 {
+							continue
+						}
+						if err := a.q.UnregisterSession(t.Context(), open[0].ID); err != nil {
+							t.Error(err)
+							return
+						}
+						open = open[1:]
+					}
+					kept[i] = len(open)
+				})
+			}
+			wg.Wait()
+			total := steady
+			for _, n := range kept {
+				total += n
+			}
+			time.Sleep(2 * a.tm.heartbeat) // beats that see the last registrations
+			select {
+			case <-a.reconcile:
+				t.Errorf("the heartbeat re-registered sessions during the burst")
+			default:
+			}
+			if n := count(t, shared, "SELECT count(*) FROM live_session WHERE instance = 'instance-a'"); n != total {
+				t.Errorf("%d sessions registered, want %d", n, total)
 			}
 		})
-	}
-	wg.Wait()
-	total := 0
-	for _, n := range registered {
-		total += n
-	}
-	time.Sleep(2 * a.tm.heartbeat) // beats that see the last registrations
-	select {
-	case <-a.reconcile:
-		t.Errorf("the heartbeat re-registered sessions during a burst of %d registrations", total)
-	default:
-	}
-	if n := count(t, shared, "SELECT count(*) FROM live_session WHERE instance = 'instance-a'"); n != total {
-		t.Errorf("%d sessions registered, want %d", n, total)
 	}
 }
 
