@@ -59,8 +59,9 @@ type ClusterOptions struct {
 	// session of this instance. It should return promptly.
 	OnReconcile func(ctx context.Context)
 	// VacuumDeadRows: the janitor's interval, one instance VACUUMs
-	// queued_message or live_session once it holds this many dead rows
-	// (default DefaultVacuumDeadRows; negative: never). Every delivered
+	// queued_message or live_session once it holds this many dead rows,
+	// and a tenth as many as live ones (default DefaultVacuumDeadRows;
+	// negative: never). Every delivered
 	// message leaves a dead row and dead index entries that claims and
 	// counts walk over until a vacuum; autovacuum visits a table at most
 	// once a minute (autovacuum_naptime), in which a busy mediator leaves
@@ -419,8 +420,10 @@ func (q *Queue) vacuumLoop(ctx context.Context, o ClusterOptions) {
 }
 
 // vacuum VACUUMs the queue tables that hold at least o.VacuumDeadRows dead
-// rows, unless another instance is at it. SKIP_LOCKED leaves a table that
-// a VACUUM (autovacuum's, say) is already working on.
+// rows and a tenth as many as live ones, unless another instance is at it.
+// The tenth: a VACUUM reads every index whole, so with a big backlog it
+// waits for the dead rows to be worth that, as autovacuum does. SKIP_LOCKED
+// leaves a table that a VACUUM (autovacuum's, say) is already working on.
 func (q *Queue) vacuum(ctx context.Context, o ClusterOptions) error {
 	ctx, cancel := context.WithTimeout(ctx, vacuumTimeout)
 	defer cancel()
@@ -437,15 +440,18 @@ func (q *Queue) vacuum(ctx context.Context, o ClusterOptions) error {
 		return nil
 	}
 	defer func() {
-		if _, err := conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", vacuumLockID); err != nil {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), q.timeout)
+		defer cancel()
+		if _, err := conn.Exec(uctx, "SELECT pg_advisory_unlock($1)", vacuumLockID); err != nil {
 			// A session lock must not outlive this pass on a pooled
 			// connection: close it, which releases the lock.
-			conn.Conn().Close(context.WithoutCancel(ctx))
+			_ = conn.Conn().Close(uctx)
 		}
 	}()
 	rows, err := conn.Query(ctx, `
 		SELECT relname::text FROM pg_stat_user_tables
-		WHERE relid IN (to_regclass('queued_message'), to_regclass('live_session')) AND n_dead_tup >= $1
+		WHERE relid IN (to_regclass('queued_message'), to_regclass('live_session'))
+		  AND n_dead_tup >= greatest($1, n_live_tup / 10)
 		ORDER BY relname`, o.VacuumDeadRows)
 	if err != nil {
 		return err

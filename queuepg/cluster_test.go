@@ -539,16 +539,20 @@ func TestHeartbeatDuringRegistrationBurst(t *testing.T) {
 }
 
 // An instance VACUUMs the queue table once delivered messages left
-// VacuumDeadRows dead rows in it; not below that, nor with vacuuming off.
+// VacuumDeadRows dead rows in it, and a tenth of its live rows; not below
+// that, nor with vacuuming off.
 func TestVacuumOfDeadRows(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		threshold int
+		backlog   int // pending messages of other connections
 		want      int // manual VACUUMs of queued_message
 	}{
-		{"threshold reached", 500, 1},
-		{"below the threshold", 5000, 0},
-		{"vacuuming off", -1, 0},
+		{"threshold reached", 500, 0, 1},
+		{"threshold reached, with a backlog", 500, 9000, 1},
+		{"below the threshold", 5000, 0, 0},
+		{"below a tenth of the backlog", 500, 11000, 0},
+		{"vacuuming off", -1, 0, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			shared := pgtest.NewPool(t)
@@ -566,6 +570,11 @@ func TestVacuumOfDeadRows(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer db.Release()
+			if _, err := db.Exec(t.Context(), `
+				INSERT INTO queued_message (connection_id, recipient_key, encrypted_message, size_bytes)
+				SELECT gen_random_uuid(), 'backlog', '{}', 2 FROM generate_series(1, $1::int)`, tc.backlog); err != nil {
+				t.Fatal(err)
+			}
 			if _, err := db.Exec(t.Context(), `
 				INSERT INTO queued_message (connection_id, recipient_key, encrypted_message, size_bytes)
 				SELECT $1, $2, '{}', 2 FROM generate_series(1, 1000)`, conn, key); err != nil {

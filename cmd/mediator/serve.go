@@ -49,7 +49,7 @@ Example:
 			&cli.DurationFlag{Name: "reconcile-interval", Value: 30 * time.Second, EnvVars: []string{"MEDIATOR_RECONCILE_INTERVAL"},
 				Usage: "`DURATION` between passes that push whatever is pending to this instance's live sockets (covers lost notifications)"},
 			&cli.IntFlag{Name: "vacuum-dead-rows", Value: queuepg.DefaultVacuumDeadRows, EnvVars: []string{"MEDIATOR_VACUUM_DEAD_ROWS"},
-				Usage: "VACUUM the queue tables (one instance at a time) once one holds this many `ROWS` of delivered messages, between autovacuum's visits; 0 leaves it to autovacuum"},
+				Usage: "VACUUM the queue tables (one instance at a time) once one holds this many `ROWS` of delivered messages (and a tenth as many as its live ones), between autovacuum's visits; 0 leaves it to autovacuum"},
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: 20 * time.Second, EnvVars: []string{"MEDIATOR_SHUTDOWN_TIMEOUT"},
 				Usage: "`DURATION` allowed for a graceful shutdown on SIGTERM/SIGINT"},
 			&cli.StringFlag{Name: "webhook-url", EnvVars: []string{"MEDIATOR_WEBHOOK_URL"},

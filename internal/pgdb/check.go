@@ -13,7 +13,8 @@ type ServerSettings struct {
 	Autovacuum  bool // autovacuum
 	TrackCounts bool // track_counts: without it autovacuum never starts
 	// QueueAutovacuum is false when queued_message itself has
-	// autovacuum_enabled=false among its storage parameters.
+	// autovacuum_enabled off among its storage parameters (stored as
+	// written: false, off, 0, no).
 	QueueAutovacuum bool
 }
 
@@ -34,9 +35,9 @@ func CheckServer(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) (
 	var s ServerSettings
 	err := pool.QueryRow(ctx, `
 		SELECT current_setting('autovacuum')::bool, current_setting('track_counts')::bool,
-		       NOT coalesce('autovacuum_enabled=false' = ANY (
-		           SELECT lower(o) FROM pg_class c, unnest(c.reloptions) o
-		           WHERE c.oid = to_regclass('queued_message')), false)`).
+		       coalesce((SELECT o.option_value::bool
+		                 FROM pg_class c, pg_options_to_table(c.reloptions) o
+		                 WHERE c.oid = to_regclass('queued_message') AND o.option_name = 'autovacuum_enabled'), true)`).
 		Scan(&s.Autovacuum, &s.TrackCounts, &s.QueueAutovacuum)
 	if err != nil {
 		return ServerSettings{}, fmt.Errorf("pgdb: server settings: %w", err)

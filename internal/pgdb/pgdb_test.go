@@ -339,8 +339,11 @@ func TestCheckServer(t *testing.T) {
 		}
 	}
 	check(true)
-	if _, err := pool.Exec(t.Context(), `ALTER TABLE queued_message SET (autovacuum_enabled = false)`); err != nil {
-		t.Fatal(err)
+	// PostgreSQL keeps the value as written.
+	for _, value := range []string{"false", "off", "0", "no", "true", "on"} {
+		if _, err := pool.Exec(t.Context(), "ALTER TABLE queued_message SET (autovacuum_enabled = "+value+")"); err != nil {
+			t.Fatal(err)
+		}
+		check(value == "true" || value == "on")
 	}
-	check(false)
 }
