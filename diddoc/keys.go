@@ -38,6 +38,8 @@ const (
 	// maxKeyStringLen bounds the strings we try to decode as keys (a base58
 	// Ed25519 key is 43–44 characters, a did:key with fragment about 105).
 	maxKeyStringLen = 256
+	// maxBase58KeyLen is the longest base58 form of 32 bytes.
+	maxBase58KeyLen = 44
 )
 
 // DIDKeyFromVerkey converts a base58 Ed25519 verkey into its did:key form
@@ -70,6 +72,21 @@ func NormalizeVerkey(s string) (string, error) {
 		return "", err
 	}
 	return base58.Encode(pub), nil
+}
+
+// RouteVerkey is NormalizeVerkey for looking a key up, as a forward's "to":
+// a base58 key, the form senders use, is not checked to be a valid Ed25519
+// point (a point decompression, most of NormalizeVerkey's cost), since the
+// keys it is compared with were checked when they were stored; one that is
+// not a point matches none of them.
+func RouteVerkey(s string) (string, error) {
+	t := strings.TrimSpace(s)
+	if len(t) <= maxBase58KeyLen && !strings.HasPrefix(t, "did:") {
+		if raw, err := base58.Decode(t); err == nil && len(raw) == ed25519.PublicKeySize {
+			return base58.Encode(raw), nil
+		}
+	}
+	return NormalizeVerkey(s)
 }
 
 // Fingerprint returns the multibase fingerprint "z6Mk…" of an Ed25519 key

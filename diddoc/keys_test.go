@@ -60,18 +60,27 @@ func TestNormalizeVerkeyTable(t *testing.T) {
 		{"unicode", "ключ", "", ErrInvalidKey},
 	}
 	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			got, err := NormalizeVerkey(c.in)
-			if c.wantErr != nil {
-				if !errors.Is(err, c.wantErr) {
-					t.Fatalf("NormalizeVerkey(%q) = %q, %v; want error %v", c.in, got, err, c.wantErr)
+		for _, f := range []struct {
+			name      string
+			normalize func(string) (string, error)
+		}{{"NormalizeVerkey", NormalizeVerkey}, {"RouteVerkey", RouteVerkey}} {
+			t.Run(f.name+"/"+c.name, func(t *testing.T) {
+				want, wantErr := c.want, c.wantErr
+				if f.name == "RouteVerkey" && c.name == "not on curve" {
+					want, wantErr = badPoint, nil // a lookup finds nothing for it
 				}
-				return
-			}
-			if err != nil || got != c.want {
-				t.Fatalf("NormalizeVerkey(%q) = %q, %v; want %q", c.in, got, err, c.want)
-			}
-		})
+				got, err := f.normalize(c.in)
+				if wantErr != nil {
+					if !errors.Is(err, wantErr) {
+						t.Fatalf("%s(%q) = %q, %v; want error %v", f.name, c.in, got, err, wantErr)
+					}
+					return
+				}
+				if err != nil || got != want {
+					t.Fatalf("%s(%q) = %q, %v; want %q", f.name, c.in, got, err, want)
+				}
+			})
+		}
 	}
 }
 

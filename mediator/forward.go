@@ -36,7 +36,7 @@ func (a *Agent) handleForward(ctx context.Context, in *inbound, depth int) error
 	if err != nil {
 		return badRequest("mediator: forward: %w", err)
 	}
-	to, err := diddoc.NormalizeVerkey(fwd.To)
+	to, err := diddoc.RouteVerkey(fwd.To)
 	if err != nil {
 		return badRequest("mediator: forward: bad to %q: %w", clip(fwd.To, maxLogTypeLen), err)
 	}

@@ -8,7 +8,9 @@ import (
 	"strings"
 	"testing"
 
+	"filippo.io/edwards25519"
 	"github.com/google/uuid"
+	"github.com/mr-tron/base58"
 
 	"github.com/openmediator/mediator/envelope"
 	"github.com/openmediator/mediator/transport"
@@ -139,6 +141,20 @@ func TestForward(t *testing.T) {
 	}
 }
 
+// notAPoint returns a base58 32-byte key that is not an Ed25519 point.
+func notAPoint(t *testing.T) string {
+	t.Helper()
+	for i := range 1000 {
+		b := make([]byte, 32)
+		b[0], b[1] = byte(i), byte(i>>8)
+		if _, err := new(edwards25519.Point).SetBytes(b); err != nil {
+			return base58.Encode(b)
+		}
+	}
+	t.Fatal("no invalid point found")
+	return ""
+}
+
 func TestForwardRefused(t *testing.T) {
 	e := newEnv(t)
 	p := e.grant(t)
@@ -166,6 +182,8 @@ func TestForwardRefused(t *testing.T) {
 	}{
 		{"unknown recipient key", forwardTo(t, e, unknown, inner), http.StatusNotFound},
 		{"unknown recipient did:key", forwardTo(t, e, didKeyOf(t, unknown), inner), http.StatusNotFound},
+		// Not checked to be a point on the way in: no route can hold one.
+		{"recipient key not an Ed25519 point", forwardTo(t, e, notAPoint(t), inner), http.StatusNotFound},
 		{"missing msg", fwd(map[string]any{"to": key}), http.StatusBadRequest},
 		{"null msg", fwd(map[string]any{"to": key, "msg": nil}), http.StatusBadRequest},
 		{"msg is a number", fwd(map[string]any{"to": key, "msg": 42}), http.StatusBadRequest},

@@ -133,6 +133,7 @@ PORTS_FILE=$WORK/ports
 free_port() {
   local p lo
   lo=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+  ((lo > 11000)) || lo=32768 # an ephemeral range starting low: ports below 32768 then
   for _ in $(seq 200); do
     p=$((10000 + RANDOM % (lo - 10000)))
     grep -qx "$p" "$PORTS_FILE" && continue
@@ -209,7 +210,7 @@ loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
 # forward_statements ADMIN_ADDR → "statements rows" from the instance's /metrics
 forward_statements() {
-  curl -fsS "http://$1/metrics" 2>/dev/null | awk '
+  { curl -fsS "http://$1/metrics" 2>/dev/null || true; } | awk '
     $1 == "mediator_forward_statements_total" { s = $2 }
     $1 == "mediator_forward_statement_rows_total" { r = $2 }
     END { printf "%d %d", s, r }'

@@ -196,6 +196,9 @@ func (s *Server) serveHTTPMessage(w http.ResponseWriter, r *http.Request) {
 				note = "handler error after the reply was attempted"
 			}
 		}
+		if !s.log.Enabled(context.Background(), level) {
+			return // the common case (debug off): build nothing
+		}
 		attrs := []slog.Attr{
 			slog.String("session", sess.id), slog.String("kind", string(KindHTTP)),
 			slog.String("remote", sess.remote), slog.String("path", r.URL.Path),
