@@ -3,6 +3,7 @@ package pgdb
 import (
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -10,8 +11,10 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -22,6 +25,21 @@ var embedded embed.FS
 // changes between instances. Any constant works as long as nothing else on
 // the database uses it; this one spells "medmigr8" in ASCII.
 const migrationLockID int64 = 0x6d65646d69677238
+
+// lockPolicy bounds a migration's wait for the table locks it needs. A
+// migration that changes a table takes an exclusive lock on it, and while
+// it waits for one (behind a long transaction or a VACUUM, say) every
+// forward and delivery of the running instances queues up behind it. So a
+// statement waits at most wait (lock_timeout), then the migration rolls
+// back, pauses and tries again, tries times in all.
+type lockPolicy struct {
+	wait, pause time.Duration
+	tries       int
+}
+
+func defaultLockPolicy() lockPolicy {
+	return lockPolicy{wait: 5 * time.Second, pause: 5 * time.Second, tries: 12}
+}
 
 // migrationName is "<4+ digit version>_<name>.sql".
 var migrationName = regexp.MustCompile(`^([0-9]{4,})_([a-z0-9_]+)\.sql$`)
@@ -50,12 +68,12 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) error
 	if err != nil {
 		return fmt.Errorf("pgdb: migrations: %w", err)
 	}
-	return migrate(ctx, pool, logger, sub)
+	return migrate(ctx, pool, logger, sub, defaultLockPolicy())
 }
 
 // migrate is Migrate over any set of migration files, so tests can feed it
 // broken ones.
-func migrate(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger, fsys fs.FS) error {
+func migrate(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger, fsys fs.FS, lp lockPolicy) error {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -65,7 +83,7 @@ func migrate(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger, fsys 
 	}
 	applied := 0
 	for _, m := range migrations {
-		ran, err := apply(ctx, pool, m)
+		ran, err := applyRetrying(ctx, pool, logger, m, lp)
 		if err != nil {
 			return fmt.Errorf("pgdb: migration %s: %w", m.name, err)
 		}
@@ -81,7 +99,25 @@ func migrate(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger, fsys 
 // apply runs m in its own transaction unless it is already recorded, and
 // reports whether it ran. One transaction per migration keeps a failure from
 // undoing earlier, good migrations, and keeps each one all-or-nothing.
-func apply(ctx context.Context, pool *pgxpool.Pool, m migration) (ran bool, err error) {
+// applyRetrying is apply, tried again while it fails for want of a lock.
+func applyRetrying(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger, m migration, lp lockPolicy) (bool, error) {
+	for try := 1; ; try++ {
+		ran, err := apply(ctx, pool, m, lp.wait)
+		var pgErr *pgconn.PgError
+		if err == nil || try >= lp.tries || !errors.As(err, &pgErr) || pgErr.Code != "55P03" { // lock_not_available
+			return ran, err
+		}
+		logger.WarnContext(ctx, "migration is waiting for a table lock held by another session; trying again",
+			slog.String("name", m.name), slog.Int("try", try), slog.Int("tries", lp.tries), slog.Duration("lock_timeout", lp.wait))
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(lp.pause):
+		}
+	}
+}
+
+func apply(ctx context.Context, pool *pgxpool.Pool, m migration, lockWait time.Duration) (ran bool, err error) {
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		// Held until commit or rollback: a second instance waits here and
 		// then sees the version already recorded.
@@ -102,6 +138,12 @@ func apply(ctx context.Context, pool *pgxpool.Pool, m migration) (ran bool, err 
 		}
 		if done {
 			return nil
+		}
+		// Only now: waiting for the advisory lock above, behind another
+		// instance's migration, may take as long as that one runs.
+		if _, err := tx.Exec(ctx, "SELECT set_config('lock_timeout', $1, true)",
+			strconv.FormatInt(lockWait.Milliseconds(), 10)); err != nil {
+			return fmt.Errorf("set lock_timeout: %w", err)
 		}
 		// No arguments: pgx sends it with the simple protocol, which
 		// allows the several statements a migration file holds.

@@ -347,3 +347,64 @@ func TestCheckServer(t *testing.T) {
 		check(value == "true" || value == "on")
 	}
 }
+
+// A migration that cannot get its table lock gives up within lock_timeout
+// and tries again, rather than queueing every running instance's queries
+// behind its wait; it succeeds once the lock is free, and fails, recording
+// nothing, if it never is.
+func TestMigrateWaitsForLocksInShortTries(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		release time.Duration // when the other session lets go; 0: never
+		wantErr bool
+	}{
+		{"lock freed during the tries", 300 * time.Millisecond, false},
+		{"lock never freed", 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := t.Context()
+			pool := open(t, pgtest.NewDatabase(t))
+			if _, err := pool.Exec(ctx, "CREATE TABLE busy (x int)"); err != nil {
+				t.Fatal(err)
+			}
+			holder, err := pool.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			release := sync.OnceFunc(func() { _ = holder.Rollback(context.Background()) })
+			defer release()
+			if _, err := holder.Exec(ctx, "LOCK TABLE busy IN ACCESS SHARE MODE"); err != nil {
+				t.Fatal(err)
+			}
+			if tc.release > 0 {
+				time.AfterFunc(tc.release, release)
+			}
+			fsys := fstest.MapFS{"0001_alter.sql": {Data: []byte("ALTER TABLE busy ADD COLUMN y int")}}
+			start := time.Now()
+			err = pgdb.MigrateFSLocked(ctx, pool, testLogger(t), fsys, 100*time.Millisecond, 50*time.Millisecond, 4)
+			took := time.Since(start)
+			if tc.wantErr {
+				if err == nil || !strings.Contains(err.Error(), "0001_alter.sql") || !strings.Contains(err.Error(), "55P03") {
+					t.Fatalf("Migrate = %v, want the migration's lock timeout (55P03)", err)
+				}
+				var changed bool
+				if err := pool.QueryRow(ctx, `SELECT to_regclass('mediator_schema_migrations') IS NOT NULL
+					OR EXISTS (SELECT 1 FROM information_schema.columns WHERE table_name = 'busy' AND column_name = 'y')`).
+					Scan(&changed); err != nil || changed {
+					t.Errorf("after the failed migration: changed %v, %v; want nothing changed or recorded", changed, err)
+				}
+				// 4 tries of 100 ms with 3 pauses of 50 ms between.
+				if took < 550*time.Millisecond {
+					t.Errorf("gave up after %v, before its 4 tries", took)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Migrate: %v", err)
+			}
+			if got := applied(t, pool); len(got) != 1 || got[0].name != "0001_alter.sql" {
+				t.Errorf("recorded migrations %v, want 0001_alter.sql", got)
+			}
+		})
+	}
+}
