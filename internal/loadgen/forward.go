@@ -1,16 +1,13 @@
 package loadgen
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	mrand "math/rand/v2"
-	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -131,35 +128,6 @@ func (a assigner) assign(seq int, rng *mrand.Rand) (wallet, target int) {
 	}
 	w := seq % a.wallets
 	return w, (w + seq/a.wallets) % a.targets
-}
-
-// poster posts forwards to the targets.
-type poster struct {
-	client *http.Client
-	rd     bytes.Reader
-}
-
-// post sends body and drains the answer so the connection is reused. Any
-// status but 202 is an error.
-func (p *poster) post(ctx context.Context, endpoint string, body []byte) error {
-	p.rd.Reset(body)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, &p.rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", wallet.ContentType)
-	req.ContentLength = int64(len(body))
-	resp, err := p.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusAccepted {
-		_, _ = io.Copy(io.Discard, resp.Body)
-		return nil
-	}
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-	return &wallet.StatusError{Code: resp.StatusCode, Body: string(msg)}
 }
 
 func errorKind(err error) string {

@@ -323,8 +323,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		go func() {
 			defer sendWG.Done()
 			sd := &sender{cfg: cfg, tr: tr, targets: targets, wallets: wallets, asg: asg, pk: pk,
-				post: &poster{client: cfg.HTTPClient}, rng: mrand.New(mrand.NewPCG(uint64(s), uint64(sendStart.UnixNano()))),
+				post: newPoster(cfg.HTTPClient), rng: mrand.New(mrand.NewPCG(uint64(s), uint64(sendStart.UnixNano()))),
 				prepacked: prepacked, innerSum: &innerSum, fwdSum: &fwdSum}
+			defer sd.post.close()
 			sd.loop(ctx, &next, sendStart)
 		}()
 	}

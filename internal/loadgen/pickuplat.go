@@ -79,7 +79,8 @@ func RunPickupLatency(ctx context.Context, cfg PickupLatencyConfig) (*PickupLate
 	if err != nil {
 		return nil, err
 	}
-	post := &poster{client: cfg.HTTPClient}
+	post := newPoster(cfg.HTTPClient)
+	defer post.close()
 	errs := errorLog{counts: map[string]int64{}, samples: map[string]string{}}
 	var deliveryRTT, ackRTT []int64
 	seq := 0
