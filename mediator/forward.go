@@ -88,6 +88,11 @@ func innerMessage(raw json.RawMessage) ([]byte, error) {
 	if len(raw) == 0 || raw[0] != '{' {
 		return nil, errors.New("msg is not a packed message (JSON object)")
 	}
+	// JSON text is UTF-8 (RFC 8259), and the queue and pickup's deliveries
+	// need it to be; encoding/json lets other bytes through in strings.
+	if !utf8.Valid(raw) {
+		return nil, errors.New("msg is not UTF-8")
+	}
 	return raw, nil
 }
 

@@ -190,6 +190,7 @@ func TestForwardRefused(t *testing.T) {
 		{"msg is an array", fwd(map[string]any{"to": key, "msg": []any{1}}), http.StatusBadRequest},
 		{"msg string is not JSON", fwd(map[string]any{"to": key, "msg": "hello"}), http.StatusBadRequest},
 		{"msg string holds an array", fwd(map[string]any{"to": key, "msg": "[1,2]"}), http.StatusBadRequest},
+		{"msg is not UTF-8", fwd(map[string]any{"to": key, "msg": json.RawMessage("{\"a\":\"\xff\xfe\"}")}), http.StatusBadRequest},
 		{"missing to", fwd(map[string]any{"msg": json.RawMessage(inner)}), http.StatusBadRequest},
 		{"bad to", fwd(map[string]any{"to": "not-a-key", "msg": json.RawMessage(inner)}), http.StatusBadRequest},
 		{"to is a number", fwd(map[string]any{"to": 7, "msg": json.RawMessage(inner)}), http.StatusBadRequest},
