@@ -235,7 +235,28 @@ func (a *Agent) dispatch(ctx context.Context, in *inbound, depth int) error {
 	if err := a.checkConnectionRate(ctx, in, conn); err != nil {
 		return err
 	}
-	return a.dispatchConnection(ctx, in, conn)
+	err = a.dispatchConnection(ctx, in, conn)
+	if errors.Is(err, didcomm.ErrInvalidMessage) {
+		return a.refuseMalformed(ctx, in, conn, err)
+	}
+	return err
+}
+
+// refuseMalformed answers a message whose fields a handler could not read
+// (a string where a number belongs, say): a problem report on the return
+// route while the sender listens, else 400 for the request that carried it.
+func (a *Agent) refuseMalformed(ctx context.Context, in *inbound, conn record.Connection, cause error) error {
+	a.log.InfoContext(ctx, "malformed message refused", "connection", conn.ID,
+		"type", clip(in.msg.Type, maxLogTypeLen), "err", cause)
+	pr := didcomm.NewProblemReport(didcomm.TypeProblemReport, in.msg, "message-parse-failure", cause.Error(), false)
+	switch err := a.sendOnReturnRoute(ctx, in, conn, pr); {
+	case err == nil:
+		return nil // the report is the answer
+	case errors.Is(err, errNoReturnRoute):
+		return &InboundError{Status: http.StatusBadRequest, Err: fmt.Errorf("mediator: %w", cause)}
+	default:
+		return err
+	}
 }
 
 // dispatchConnection handles a message on a known connection. conn comes

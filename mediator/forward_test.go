@@ -401,3 +401,42 @@ func TestReturnRouteThread(t *testing.T) {
 		})
 	}
 }
+
+// A message on a connection whose fields have the wrong types is refused
+// like an unreadable one: a message-parse-failure problem report on the
+// return route, else 400; never a server error.
+func TestMalformedFieldsRefused(t *testing.T) {
+	e := newEnv(t)
+	p := e.connect(t)
+	for _, tc := range []struct {
+		typ   string
+		field string
+		value any
+	}{
+		{"https://didcomm.org/messagepickup/2.0/delivery-request", "limit", "ten"},
+		{"https://didcomm.org/messagepickup/2.0/messages-received", "message_id_list", "notalist"},
+		{"https://didcomm.org/messagepickup/2.0/live-delivery-change", "live_delivery", "yes"},
+		{"https://didcomm.org/messagepickup/1.0/batch-pickup", "batch_size", "x"},
+		{"https://didcomm.org/discover-features/1.0/query", "query", 7},
+		{"https://didcomm.org/discover-features/2.0/queries", "queries", "all"},
+	} {
+		t.Run(tc.typ, func(t *testing.T) {
+			id := uuid.NewString()
+			r := e.request(t, p, map[string]any{"@type": tc.typ, "@id": id, tc.field: tc.value})
+			r.expectType(t, "https://didcomm.org/report-problem/1.0/problem-report")
+			r.expectThread(t, thid(id))
+			if code := r.problemCode(t); code != "message-parse-failure" {
+				t.Fatalf("code %q, want message-parse-failure", code)
+			}
+
+			s := newSession(transport.KindHTTP)
+			err := e.send(t, p, map[string]any{"@type": tc.typ, "@id": uuid.NewString(), tc.field: tc.value}, s)
+			if got := httpStatus(err); got != http.StatusBadRequest {
+				t.Fatalf("without a return route: HTTPStatus() = %d, want 400 (err %v)", got, err)
+			}
+			if n := s.count(); n != 0 {
+				t.Fatalf("%d sent without a return route", n)
+			}
+		})
+	}
+}
