@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"slices"
@@ -725,6 +726,21 @@ func TestAdminCLIKeysShow(t *testing.T) {
 		{"no invitation or routing key yet: the first `mediator serve` or `mediator invitation` creates them"},
 		{"connection keys: 0"},
 	})
+	// The same from the serve config file, whose other settings it skips.
+	cfg := filepath.Join(t.TempDir(), "mediator.yaml")
+	if err := os.WriteFile(cfg, []byte("database-url: "+url+"\nlisten: 127.0.0.1:1\nqueue-soft-cap: 5\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	checkTable(t, mustRun(t, "keys", "show", "--config", cfg), [][]string{
+		{"no invitation or routing key yet: the first `mediator serve` or `mediator invitation` creates them"},
+		{"connection keys: 0"},
+	})
+	if err := os.WriteFile(cfg, []byte("database-url: "+url+"\nlistne: 127.0.0.1:1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runCLI(t, "keys", "show", "--config", cfg); err == nil || !strings.Contains(err.Error(), `unknown setting "listne"`) {
+		t.Errorf("keys show with a typo in the config file: %v, want the unknown setting named", err)
+	}
 
 	master := make([]byte, keyring.MasterKeySize)
 	if _, err := rand.Read(master); err != nil {

@@ -30,6 +30,7 @@ const adminApplicationName = "mediator-admin"
 // The flags are new on every call: urfave/cli keeps state in them.
 func adminDBFlags(extra ...cli.Flag) []cli.Flag {
 	return append([]cli.Flag{
+		&cli.StringFlag{Name: flagConfig.Name, EnvVars: flagConfig.EnvVars, Usage: flagConfig.Usage},
 		&cli.StringFlag{
 			Name: "database-url", EnvVars: []string{"MEDIATOR_DATABASE_URL"},
 			Usage: "PostgreSQL `URL` of the mediator's database, e.g. postgres://user@host:5432/mediator (required)",
@@ -46,10 +47,13 @@ func adminDBFlags(extra ...cli.Flag) []cli.Flag {
 	}, extra...)
 }
 
-// withAdmin connects to --database-url (with the password from
+// withAdmin reads --config, connects to --database-url (with the password from
 // --database-password-file, as serve does), checks that it holds the mediator's
 // schema (it never creates or migrates anything) and runs fn.
 func withAdmin(c *cli.Context, fn func(ctx context.Context, a *storepg.Admin) error) error {
+	if err := loadConfigFile(c); err != nil {
+		return err
+	}
 	dbURL, err := databaseURL(c)
 	if err != nil {
 		return err
