@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -20,7 +21,8 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := newApp().RunContext(ctx, os.Args); err != nil {
-		fmt.Fprintln(os.Stderr, "mediator:", err)
+		// Errors of the mediator package name it already.
+		fmt.Fprintln(os.Stderr, "mediator: "+strings.TrimPrefix(err.Error(), "mediator: "))
 		os.Exit(1)
 	}
 }
