@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -311,7 +312,13 @@ func (c *wsSession) handle(data []byte) {
 	panicked, err := c.srv.invoke(ctx, data, c)
 	cancel()
 	if err != nil && !panicked {
-		c.srv.log.Warn("websocket handler error",
+		// As over HTTP: what the peer got wrong is Info (a peer sending
+		// garbage must not flood the log with warnings), our failures Warn.
+		level := slog.LevelWarn
+		if statusFor(err, nil) < http.StatusInternalServerError {
+			level = slog.LevelInfo
+		}
+		c.srv.log.Log(context.Background(), level, "websocket handler error",
 			"session", c.id, "kind", KindWebSocket, "remote", c.remote,
 			"bytes", len(data), "duration", time.Since(start), "err", err)
 		return

@@ -520,3 +520,50 @@ func TestWSHookPanicAndCancelledSend(t *testing.T) {
 	_ = c.Close()
 	waitClosed(t, closed, "OnSocketClose")
 }
+
+// A message the handler refuses as the peer's fault (a 4xx error) is logged
+// at Info, so that a peer sending garbage cannot flood the log with
+// warnings; a failure of ours (5xx, or no status) at Warn. The socket stays.
+func TestWSHandlerErrorLogLevel(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"peer's fault", statusErr(http.StatusBadRequest), "level=INFO"},
+		{"unknown recipient", statusErr(http.StatusNotFound), "level=INFO"},
+		{"ours", statusErr(http.StatusServiceUnavailable), "level=WARN"},
+		{"no status", errors.New("database down"), "level=WARN"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			handled := make(chan struct{}, 2)
+			_, ts, logs := newTestServer(t, transport.Config{}, handlerFunc(func(ctx context.Context, packed []byte, s transport.Session) error {
+				defer func() { handled <- struct{}{} }()
+				if string(packed) == "fine" {
+					return nil
+				}
+				return tc.err
+			}))
+			c := dial(t, ts, "/")
+			for _, m := range []string{"garbage", "fine"} {
+				if err := c.WriteMessage(websocket.BinaryMessage, []byte(m)); err != nil {
+					t.Fatal(err)
+				}
+				select {
+				case <-handled:
+				case <-time.After(eventually):
+					t.Fatalf("%s: not handled", m)
+				}
+			}
+			var line string
+			for l := range strings.SplitSeq(logs.String(), "\n") {
+				if strings.Contains(l, "websocket handler error") {
+					line = l
+				}
+			}
+			if !strings.Contains(line, tc.want) || !strings.Contains(line, tc.err.Error()) {
+				t.Errorf("log line %q, want %s with the error", line, tc.want)
+			}
+		})
+	}
+}
