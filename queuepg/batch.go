@@ -546,16 +546,10 @@ func (q *Queue) enqueueBatch(ctx context.Context, batch []*forwardReq, settle se
 		}
 		return rows.Err()
 	}
-	// One round trip: the explicit transaction scopes enqueuePlanSQL's
-	// settings to this statement. A failure leaves the connection in a
-	// transaction, which makes the pool discard it (nothing is committed).
-	b := &pgx.Batch{}
-	b.Queue("BEGIN")
-	b.Queue(enqueuePlanSQL)
-	b.Queue(enqueueForwardsSQL, q.instanceTTL, q.instance, ids, keys, dids, payloads, sizes,
-		caps.CountLimit(), caps.Hard, hintIDConns, hintBases, hintAts, hintIDs, threshold).Query(scan)
-	b.Queue("COMMIT")
-	if err := q.pool.SendBatch(ctx, b).Close(); err != nil {
+	err := q.sendPlanned(ctx, enqueuePlanSQL, enqueueForwardsSQL, []any{q.instanceTTL, q.instance, ids, keys, dids, payloads, sizes,
+		caps.CountLimit(), caps.Hard, hintIDConns, hintBases, hintAts, hintIDs, threshold},
+		func(qq *pgx.QueuedQuery) { qq.Query(scan) })
+	if err != nil {
 		return nil, err
 	}
 

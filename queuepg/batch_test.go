@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/mr-tron/base58"
 
 	"github.com/openmediator/mediator/internal/pgtest"
@@ -538,5 +539,55 @@ func testBatchGenericPlan(t *testing.T, connections, live, backlogRows int, want
 		if strings.Contains(p, bad) {
 			t.Errorf("generic plan has %q:\n%s", bad, p)
 		}
+	}
+}
+
+// Forwards, claims, acks and counts run under their plan settings: generic plans
+// from the first call (planning costs more than running them), which shows
+// that the settings hold in the batch that carries each statement, and end
+// with it.
+func TestStatementsRunGenericPlans(t *testing.T) {
+	f := newBatchFixture(t, 1, Options{})
+	cfg := f.q.pool.Config().Copy()
+	cfg.MaxConns = 1 // pg_prepared_statements is per session: see all on one
+	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	q := New(pool, Options{})
+	t.Cleanup(q.Close)
+	h := queue.Holder{Instance: "i", Session: "s"}
+	for i := range 3 {
+		if _, err := q.EnqueueForward(t.Context(), f.keys[0], payload(i)); err != nil {
+			t.Fatal(err)
+		}
+		got, err := q.Claim(t.Context(), queue.Filter{ConnectionID: f.conns[0]}, 10, h)
+		if err != nil || len(got) != 1 {
+			t.Fatalf("Claim = %d messages, %v; want 1", len(got), err)
+		}
+		if n, err := q.Ack(t.Context(), f.conns[0], []string{got[0].ID}); err != nil || n != 1 {
+			t.Fatalf("Ack = %d, %v; want 1", n, err)
+		}
+		if st, err := q.Stats(t.Context(), queue.Filter{ConnectionID: f.conns[0]}); err != nil || st.Count != 0 {
+			t.Fatalf("Stats = %+v, %v; want an empty queue", st, err)
+		}
+	}
+	for _, tc := range []struct{ name, sql string }{
+		{"forward", enqueueForwardsSQL}, {"claim", claimSQL}, {"ack", ackSQL}, {"stats", statsSQL},
+	} {
+		var generic, custom int64
+		if err := pool.QueryRow(t.Context(),
+			"SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1", tc.sql).
+			Scan(&generic, &custom); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if generic != 3 || custom != 0 {
+			t.Errorf("%s: %d generic and %d custom plans, want 3 and 0", tc.name, generic, custom)
+		}
+	}
+	var mode string
+	if err := pool.QueryRow(t.Context(), "SELECT current_setting('plan_cache_mode')").Scan(&mode); err != nil || mode != "auto" {
+		t.Errorf("plan_cache_mode after the batches = %q, %v; want the default, auto", mode, err)
 	}
 }

@@ -340,13 +340,6 @@ func (q *Queue) Enqueue(ctx context.Context, connectionID, recipientKey string, 
 	return enqueued(res, id, at, caps, "enqueue")
 }
 
-// perCallPlan makes pgx send Stats' query as an unnamed statement (still
-// one round trip, types cached), so PostgreSQL plans it for the actual
-// connection id every time. As a named prepared statement it would switch
-// to a generic plan after five runs, planned for an average connection, not
-// for the one with the big backlog. Planning it costs about 0.1 ms.
-const perCallPlan = pgx.QueryExecModeCacheDescribe
-
 // claimableSQL is the predicate of a message Claim may hand out: connection
 // and optional key (an empty $2 means any), and either pending or leased to
 // someone whose lease has run out.
@@ -380,6 +373,19 @@ AND (state = 'pending' OR lease_expires_at < now())`
 const claimPlanSQL = `SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_sort', 'off', true),
        set_config('synchronous_commit', 'off', true), set_config('plan_cache_mode', 'force_generic_plan', true),
        set_config('enable_seqscan', 'off', true)`
+
+// sendPlanned runs sql after planSQL, whose set_config(..., true) settings
+// it is planned and run under, in one round trip; result registers what is
+// read from sql. A pgx batch is one implicit transaction (pgx ends it with a
+// single Sync): the settings end with it, the two statements commit
+// together, and a failure rolls both back. BEGIN and COMMIT around them
+// would be two more statements for the server to run.
+func (q *Queue) sendPlanned(ctx context.Context, planSQL, sql string, args []any, result func(*pgx.QueuedQuery)) error {
+	b := &pgx.Batch{}
+	b.Queue(planSQL)
+	result(b.Queue(sql, args...))
+	return q.pool.SendBatch(ctx, b).Close()
+}
 
 // genericPlanSQL forces the generic plan of the prepared statement that
 // follows it in its transaction, where that plan is known to be the custom
@@ -424,25 +430,20 @@ func (q *Queue) Claim(ctx context.Context, f queue.Filter, limit int, h queue.Ho
 	ctx, cancel := context.WithTimeout(ctx, q.timeout)
 	defer cancel()
 
-	// One round trip: the batch is pipelined and its explicit transaction
-	// scopes claimPlanSQL's settings to this claim. A failure leaves the
-	// connection in a transaction, which makes the pool discard it: the
-	// claim's changes are rolled back.
 	var msgs []queue.Message
-	batch := &pgx.Batch{}
-	batch.Queue("BEGIN")
-	batch.Queue(claimPlanSQL)
-	batch.Queue(claimSQL, connID, f.RecipientKey, limit, q.lease, h.Instance, h.Session).Query(func(rows pgx.Rows) error {
-		var err error
-		msgs, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (queue.Message, error) {
-			var m queue.Message
-			err := row.Scan(&m.ID, &m.ConnectionID, &m.RecipientKey, &m.Payload, &m.ReceivedAt, &m.Attempts)
-			return m, err
+	err := q.sendPlanned(ctx, claimPlanSQL, claimSQL, []any{connID, f.RecipientKey, limit, q.lease, h.Instance, h.Session},
+		func(qq *pgx.QueuedQuery) {
+			qq.Query(func(rows pgx.Rows) error {
+				var err error
+				msgs, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (queue.Message, error) {
+					var m queue.Message
+					err := row.Scan(&m.ID, &m.ConnectionID, &m.RecipientKey, &m.Payload, &m.ReceivedAt, &m.Attempts)
+					return m, err
+				})
+				return err
+			})
 		})
-		return err
-	})
-	batch.Queue("COMMIT")
-	if err := q.pool.SendBatch(ctx, batch).Close(); err != nil {
+	if err != nil {
 		return nil, fmt.Errorf("queuepg: claim: %w", err)
 	}
 	// UPDATE … RETURNING does not keep the CTE's order.
@@ -451,6 +452,13 @@ func (q *Queue) Claim(ctx context.Context, f queue.Filter, limit int, h queue.Ho
 	})
 	return msgs, nil
 }
+
+// statsPlanSQL: Stats walks what a claim walks, the connection's index
+// range, and runs about as often (live delivery sends a status after every
+// acknowledgement). The claim's settings keep its generic plan on that walk
+// whatever the statistics say (see TestQueryPlans), so it is not planned
+// per call (which cost 50-100 us of server CPU each).
+const statsPlanSQL = claimPlanSQL
 
 const statsSQL = `
 SELECT count(*), coalesce(sum(size_bytes), 0), min(created_at), max(created_at)
@@ -470,7 +478,9 @@ func (q *Queue) Stats(ctx context.Context, f queue.Filter) (queue.Stats, error) 
 		s              queue.Stats
 		oldest, newest *time.Time
 	)
-	err := q.pool.QueryRow(ctx, statsSQL, perCallPlan, connID, f.RecipientKey).Scan(&s.Count, &s.TotalBytes, &oldest, &newest)
+	err := q.sendPlanned(ctx, statsPlanSQL, statsSQL, []any{connID, f.RecipientKey}, func(qq *pgx.QueuedQuery) {
+		qq.QueryRow(func(row pgx.Row) error { return row.Scan(&s.Count, &s.TotalBytes, &oldest, &newest) })
+	})
 	if err != nil {
 		return queue.Stats{}, fmt.Errorf("queuepg: stats: %w", err)
 	}
@@ -516,18 +526,16 @@ func (q *Queue) Ack(ctx context.Context, connectionID string, ids []string) (int
 	ctx, cancel := context.WithTimeout(ctx, q.timeout)
 	defer cancel()
 
-	// One round trip; the transaction scopes genericPlanSQL (planning the
-	// delete took 70 us of server CPU per messages-received, running it 30).
+	// Generic plan: planning the delete took 70 us of server CPU per
+	// messages-received, running it 30.
 	var deleted int64
-	b := &pgx.Batch{}
-	b.Queue("BEGIN")
-	b.Queue(genericPlanSQL)
-	b.Queue(ackSQL, connID, valid).Exec(func(tag pgconn.CommandTag) error {
-		deleted = tag.RowsAffected()
-		return nil
+	err := q.sendPlanned(ctx, genericPlanSQL, ackSQL, []any{connID, valid}, func(qq *pgx.QueuedQuery) {
+		qq.Exec(func(tag pgconn.CommandTag) error {
+			deleted = tag.RowsAffected()
+			return nil
+		})
 	})
-	b.Queue("COMMIT")
-	if err := q.pool.SendBatch(ctx, b).Close(); err != nil {
+	if err != nil {
 		return 0, fmt.Errorf("queuepg: ack: %w", err)
 	}
 	return int(deleted), nil
