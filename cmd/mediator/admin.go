@@ -68,7 +68,8 @@ func migrateCommand() *cli.Command {
 		Usage: "create the database if missing and apply pending schema migrations, then exit",
 		Description: `serve migrates at start too; run this before rolling out a new version.
 Migrations keep instances of the previous version working, except migration 2
-(0002_payload_bytea: queued messages as bytea): stop the old instances first.
+(0002_payload_bytea: queued messages as bytea): stop the old instances, then
+run this (serve refuses to apply it while other instances are alive).
 
 Example:
    mediator migrate --database-url postgres://postgres@127.0.0.1:5432/mediator`,

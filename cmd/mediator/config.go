@@ -188,7 +188,13 @@ func openStores(ctx context.Context, c *cli.Context, log *slog.Logger, instance 
 	if err != nil {
 		return nil, fmt.Errorf("database: %w", err)
 	}
-	if err := pgdb.Migrate(ctx, pool, log); err != nil {
+	// A migration that older instances cannot run beside waits for
+	// `mediator migrate` while any of them is alive (a rolling upgrade).
+	aliveWithin := ttl
+	if aliveWithin <= 0 {
+		aliveWithin = queuepg.DefaultInstanceTTL
+	}
+	if err := pgdb.MigrateAtStart(ctx, pool, log, aliveWithin); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("database migration failed, not starting: %w", err)
 	}

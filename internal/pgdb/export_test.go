@@ -12,7 +12,7 @@ import (
 // MigrateFS exposes migrate to the external tests, to feed it broken sets of
 // migrations.
 func MigrateFS(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger, fsys fs.FS) error {
-	return migrate(ctx, pool, logger, fsys, defaultLockPolicy())
+	return migrate(ctx, pool, logger, fsys, defaultLockPolicy(), 0)
 }
 
 // MigrateFSLocked is MigrateFS with the lock policy given: each statement
@@ -20,7 +20,7 @@ func MigrateFS(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger, fsy
 // pause apart.
 func MigrateFSLocked(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger, fsys fs.FS,
 	wait, pause time.Duration, tries int) error {
-	return migrate(ctx, pool, logger, fsys, lockPolicy{wait: wait, pause: pause, tries: tries})
+	return migrate(ctx, pool, logger, fsys, lockPolicy{wait: wait, pause: pause, tries: tries}, 0)
 }
 
 // Migrations is the embedded set of migration files.
@@ -30,4 +30,9 @@ func Migrations() fs.FS {
 		panic(err)
 	}
 	return sub
+}
+
+// MigrateFSAtStart is MigrateAtStart over fsys.
+func MigrateFSAtStart(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger, fsys fs.FS, aliveWithin time.Duration) error {
+	return migrate(ctx, pool, logger, fsys, defaultLockPolicy(), aliveWithin)
 }

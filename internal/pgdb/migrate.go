@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -30,15 +31,16 @@ const migrationLockID int64 = 0x6d65646d69677238
 // migration that changes a table takes an exclusive lock on it, and while
 // it waits for one (behind a long transaction or a VACUUM, say) every
 // forward and delivery of the running instances queues up behind it. So a
-// statement waits at most wait (lock_timeout), then the migration rolls
-// back, pauses and tries again, tries times in all.
+// statement waits at most wait (lock_timeout; well below the instances' own
+// query timeouts), then the migration rolls back, pauses and tries again,
+// tries times in all.
 type lockPolicy struct {
 	wait, pause time.Duration
 	tries       int
 }
 
 func defaultLockPolicy() lockPolicy {
-	return lockPolicy{wait: 5 * time.Second, pause: 5 * time.Second, tries: 12}
+	return lockPolicy{wait: 2 * time.Second, pause: 3 * time.Second, tries: 12}
 }
 
 // migrationName is "<4+ digit version>_<name>.sql".
@@ -49,7 +51,18 @@ type migration struct {
 	version int
 	name    string // file name, for logs and errors
 	sql     string
+	// breaking: instances of the previous version cannot run beside the
+	// schema it makes. Its file says so with breakingMarker on a line.
+	breaking bool
 }
+
+// breakingMarker marks a migration that instances of the previous version
+// cannot run beside (see MigrateAtStart).
+const breakingMarker = "-- mediator: stop older instances first"
+
+// ErrOlderInstancesAlive refuses a breaking migration at start while other
+// instances are alive (MigrateAtStart).
+var ErrOlderInstancesAlive = errors.New("instances of the previous version are running")
 
 const createMigrationsTable = `
 CREATE TABLE IF NOT EXISTS mediator_schema_migrations (
@@ -64,16 +77,29 @@ CREATE TABLE IF NOT EXISTS mediator_schema_migrations (
 // migration that failed and means the schema is not usable: the caller should
 // stop.
 func Migrate(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) error {
+	return migrateEmbedded(ctx, pool, logger, 0)
+}
+
+// MigrateAtStart is Migrate for an instance that is starting: it refuses
+// (ErrOlderInstancesAlive, before changing anything) to apply a migration
+// that instances of the previous version cannot run beside while any other
+// instance has sent a heartbeat within aliveWithin, as during a rolling
+// upgrade. The operator stops them and runs Migrate (`mediator migrate`).
+func MigrateAtStart(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger, aliveWithin time.Duration) error {
+	return migrateEmbedded(ctx, pool, logger, aliveWithin)
+}
+
+func migrateEmbedded(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger, aliveWithin time.Duration) error {
 	sub, err := fs.Sub(embedded, "migrations")
 	if err != nil {
 		return fmt.Errorf("pgdb: migrations: %w", err)
 	}
-	return migrate(ctx, pool, logger, sub, defaultLockPolicy())
+	return migrate(ctx, pool, logger, sub, defaultLockPolicy(), aliveWithin)
 }
 
 // migrate is Migrate over any set of migration files, so tests can feed it
-// broken ones.
-func migrate(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger, fsys fs.FS, lp lockPolicy) error {
+// broken ones. aliveWithin > 0 guards breaking migrations (MigrateAtStart).
+func migrate(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger, fsys fs.FS, lp lockPolicy, aliveWithin time.Duration) error {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -83,7 +109,7 @@ func migrate(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger, fsys 
 	}
 	applied := 0
 	for _, m := range migrations {
-		ran, err := applyRetrying(ctx, pool, logger, m, lp)
+		ran, err := applyRetrying(ctx, pool, logger, m, lp, aliveWithin)
 		if err != nil {
 			return fmt.Errorf("pgdb: migration %s: %w", m.name, err)
 		}
@@ -100,9 +126,9 @@ func migrate(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger, fsys 
 // reports whether it ran. One transaction per migration keeps a failure from
 // undoing earlier, good migrations, and keeps each one all-or-nothing.
 // applyRetrying is apply, tried again while it fails for want of a lock.
-func applyRetrying(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger, m migration, lp lockPolicy) (bool, error) {
+func applyRetrying(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger, m migration, lp lockPolicy, aliveWithin time.Duration) (bool, error) {
 	for try := 1; ; try++ {
-		ran, err := apply(ctx, pool, m, lp.wait)
+		ran, err := apply(ctx, pool, m, lp.wait, aliveWithin)
 		var pgErr *pgconn.PgError
 		if err == nil || try >= lp.tries || !errors.As(err, &pgErr) || pgErr.Code != "55P03" { // lock_not_available
 			return ran, err
@@ -117,7 +143,7 @@ func applyRetrying(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger,
 	}
 }
 
-func apply(ctx context.Context, pool *pgxpool.Pool, m migration, lockWait time.Duration) (ran bool, err error) {
+func apply(ctx context.Context, pool *pgxpool.Pool, m migration, lockWait, aliveWithin time.Duration) (ran bool, err error) {
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		// Held until commit or rollback: a second instance waits here and
 		// then sees the version already recorded.
@@ -138,6 +164,11 @@ func apply(ctx context.Context, pool *pgxpool.Pool, m migration, lockWait time.D
 		}
 		if done {
 			return nil
+		}
+		if m.breaking && aliveWithin > 0 {
+			if err := refuseIfAlive(ctx, tx, aliveWithin); err != nil {
+				return err
+			}
 		}
 		// Only now: waiting for the advisory lock above, behind another
 		// instance's migration, may take as long as that one runs.
@@ -195,8 +226,31 @@ func loadMigrations(fsys fs.FS) ([]migration, error) {
 		if err != nil {
 			return nil, fmt.Errorf("pgdb: read migration %q: %w", e.Name(), err)
 		}
-		out = append(out, migration{version: version, name: e.Name(), sql: string(body)})
+		out = append(out, migration{version: version, name: e.Name(), sql: string(body),
+			breaking: slices.Contains(strings.Split(string(body), "\n"), breakingMarker)})
 	}
 	slices.SortFunc(out, func(a, b migration) int { return a.version - b.version })
 	return out, nil
+}
+
+// refuseIfAlive returns ErrOlderInstancesAlive when an instance has sent a
+// heartbeat within aliveWithin. The instance migrating has not sent one yet.
+func refuseIfAlive(ctx context.Context, tx pgx.Tx, aliveWithin time.Duration) error {
+	var exists bool
+	if err := tx.QueryRow(ctx, "SELECT to_regclass('mediator_instance') IS NOT NULL").Scan(&exists); err != nil || !exists {
+		return err
+	}
+	var alive []string
+	err := tx.QueryRow(ctx, `
+		SELECT coalesce(array_agg(instance ORDER BY instance), '{}') FROM mediator_instance
+		WHERE heartbeat_at > now() - $1::interval`, aliveWithin).Scan(&alive)
+	if err != nil {
+		return fmt.Errorf("look for running instances: %w", err)
+	}
+	if len(alive) > 0 {
+		return fmt.Errorf("%w (%d with a heartbeat within %v: %s), and they could not queue messages once this "+
+			"migration ran: stop them, run `mediator migrate`, then start this version", ErrOlderInstancesAlive,
+			len(alive), aliveWithin, strings.Join(alive, ", "))
+	}
+	return nil
 }

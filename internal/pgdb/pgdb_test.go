@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"io/fs"
 	"log/slog"
 	"slices"
@@ -380,9 +381,27 @@ func TestMigrateWaitsForLocksInShortTries(t *testing.T) {
 				time.AfterFunc(tc.release, release)
 			}
 			fsys := fstest.MapFS{"0001_alter.sql": {Data: []byte("ALTER TABLE busy ADD COLUMN y int")}}
+			// One connection, so that the check below sees the one the
+			// migration used.
+			cfg := pool.Config()
+			cfg.MaxConns = 1
+			one, err := pgxpool.NewWithConfig(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer one.Close()
+			var logs strings.Builder
+			logger := slog.New(slog.NewTextHandler(&logs, nil))
 			start := time.Now()
-			err = pgdb.MigrateFSLocked(ctx, pool, testLogger(t), fsys, 100*time.Millisecond, 50*time.Millisecond, 4)
+			err = pgdb.MigrateFSLocked(ctx, one, logger, fsys, 100*time.Millisecond, 50*time.Millisecond, 4)
 			took := time.Since(start)
+			if n := strings.Count(logs.String(), "waiting for a table lock"); n == 0 || (tc.wantErr && n != 3) {
+				t.Errorf("%d retries logged, want some (3 when the lock is never freed):\n%s", n, logs.String())
+			}
+			var timeout string
+			if err := one.QueryRow(ctx, "SHOW lock_timeout").Scan(&timeout); err != nil || timeout != "0" {
+				t.Errorf("lock_timeout after the migration = %q, %v; want the default 0", timeout, err)
+			}
 			if tc.wantErr {
 				if err == nil || !strings.Contains(err.Error(), "0001_alter.sql") || !strings.Contains(err.Error(), "55P03") {
 					t.Fatalf("Migrate = %v, want the migration's lock timeout (55P03)", err)
@@ -404,6 +423,62 @@ func TestMigrateWaitsForLocksInShortTries(t *testing.T) {
 			}
 			if got := applied(t, pool); len(got) != 1 || got[0].name != "0001_alter.sql" {
 				t.Errorf("recorded migrations %v, want 0001_alter.sql", got)
+			}
+		})
+	}
+}
+
+// An instance starting up does not apply a migration that older instances
+// cannot run beside while another instance is alive (a rolling upgrade):
+// it refuses, changing nothing. With no live instance, or run explicitly
+// (`mediator migrate`), the migration is applied.
+func TestBreakingMigrationWaitsForOlderInstances(t *testing.T) {
+	first := fstest.MapFS{"0001_instances.sql": {Data: []byte(
+		"CREATE TABLE mediator_instance (instance text PRIMARY KEY, heartbeat_at timestamptz NOT NULL DEFAULT now())")}}
+	both := fstest.MapFS{
+		"0001_instances.sql": first["0001_instances.sql"],
+		"0002_rewrite.sql":   {Data: []byte("-- rewrites\n-- mediator: stop older instances first\nCREATE TABLE rewritten (x int)")},
+	}
+	for _, tc := range []struct {
+		name      string
+		heartbeat string // of the other instance; "" for none
+		atStart   bool
+		wantErr   bool
+	}{
+		{"at start, another instance alive", "now()", true, true},
+		{"at start, another instance dead", "now() - interval '1 hour'", true, false},
+		{"at start, no other instance", "", true, false},
+		{"explicit, another instance alive", "now()", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := t.Context()
+			pool := open(t, pgtest.NewDatabase(t))
+			if err := pgdb.MigrateFS(ctx, pool, testLogger(t), first); err != nil {
+				t.Fatal(err)
+			}
+			if tc.heartbeat != "" {
+				if _, err := pool.Exec(ctx, "INSERT INTO mediator_instance VALUES ('old-1', "+tc.heartbeat+")"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var err error
+			if tc.atStart {
+				err = pgdb.MigrateFSAtStart(ctx, pool, testLogger(t), both, 30*time.Second)
+			} else {
+				err = pgdb.MigrateFS(ctx, pool, testLogger(t), both)
+			}
+			want := []appliedMigration{{1, "0001_instances.sql"}, {2, "0002_rewrite.sql"}}
+			if tc.wantErr {
+				if !errors.Is(err, pgdb.ErrOlderInstancesAlive) || !strings.Contains(err.Error(), "0002_rewrite.sql") ||
+					!strings.Contains(err.Error(), "old-1") || !strings.Contains(err.Error(), "mediator migrate") {
+					t.Fatalf("Migrate = %v, want ErrOlderInstancesAlive naming the migration, the instance and `mediator migrate`", err)
+				}
+				want = want[:1]
+			} else if err != nil {
+				t.Fatalf("Migrate: %v", err)
+			}
+			if got := applied(t, pool); !slices.Equal(got, want) {
+				t.Errorf("recorded migrations %v, want %v", got, want)
 			}
 		})
 	}

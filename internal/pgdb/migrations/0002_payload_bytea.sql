@@ -11,7 +11,9 @@
 --
 -- The column changes type in place, rewriting the table under an exclusive
 -- lock (seconds per million queued messages); instances of the previous
--- version cannot queue into it afterwards (see README, "Back up and upgrade").
+-- version cannot queue into it afterwards (see README, "Back up and upgrade"),
+-- so an instance starting up does not apply it while others are alive:
+-- mediator: stop older instances first
 ALTER TABLE queued_message
     ALTER COLUMN encrypted_message TYPE bytea
     USING convert_to(encrypted_message::text, 'UTF8');
