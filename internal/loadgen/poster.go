@@ -35,7 +35,13 @@ type postConn struct {
 	conn       net.Conn
 	br         *bufio.Reader
 	host, path string
+	used       time.Time // when its last answer came
 }
+
+// maxIdle is how long a connection may sit unused before post dials a new
+// one rather than risk one the server (or a proxy) closed meanwhile, which
+// would fail the forward that finds it.
+const maxIdle = 20 * time.Second
 
 func newPoster(client *http.Client) *poster {
 	return &poster{client: client, dialer: net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second},
@@ -63,7 +69,10 @@ func (p *poster) post(ctx context.Context, endpoint string, body []byte) error {
 // endpoints that are not plain http://.
 func (p *poster) conn(ctx context.Context, endpoint string) (*postConn, error) {
 	if pc, ok := p.conns[endpoint]; ok {
-		return pc, nil
+		if time.Since(pc.used) < maxIdle {
+			return pc, nil
+		}
+		p.drop(endpoint)
 	}
 	u, err := url.Parse(endpoint)
 	if err != nil {
@@ -80,7 +89,7 @@ func (p *poster) conn(ctx context.Context, endpoint string) (*postConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("post %s: %w", endpoint, err)
 	}
-	pc := &postConn{conn: c, br: bufio.NewReaderSize(c, 4096), host: u.Host, path: u.RequestURI()}
+	pc := &postConn{conn: c, br: bufio.NewReaderSize(c, 4096), host: u.Host, path: u.RequestURI(), used: time.Now()}
 	if p.conns == nil {
 		p.conns = map[string]*postConn{}
 	}
@@ -133,10 +142,19 @@ func (p *poster) roundTrip(ctx context.Context, pc *postConn, body []byte) (keep
 		return false, transportErr(ctx, err)
 	}
 	resp, err := http.ReadResponse(pc.br, nil)
+	// Informational answers (100 Continue, 103 Early Hints) precede the
+	// real one.
+	for err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
+		resp, err = http.ReadResponse(pc.br, nil)
+	}
 	if err != nil {
 		return false, transportErr(ctx, err)
 	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		return false, fmt.Errorf("unexpected %s", resp.Status)
+	}
 	drained, err := answer(resp)
+	pc.used = time.Now()
 	return drained && !resp.Close, err
 }
 

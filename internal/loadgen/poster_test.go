@@ -156,3 +156,43 @@ func TestPosterDeadlines(t *testing.T) {
 		t.Errorf("post cancelled meanwhile = %v, want context.Canceled", err)
 	}
 }
+
+// Informational answers before the real one are skipped: every post gets
+// its own answer, not the one of the post before.
+func TestPosterSkipsInformationalAnswers(t *testing.T) {
+	var (
+		mu     sync.Mutex
+		bodies []string
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		bodies = append(bodies, string(b))
+		mu.Unlock()
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		if string(b) == "500" {
+			http.Error(w, "broken", http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	defer srv.Close()
+	p := newPoster(&http.Client{Timeout: 5 * time.Second})
+	defer p.close()
+	for _, tc := range []struct {
+		body string
+		want int // 0: accepted
+	}{{"a", 0}, {"500", 500}, {"b", 0}} {
+		err := p.post(t.Context(), srv.URL+"/in", []byte(tc.body))
+		var se *wallet.StatusError
+		if (tc.want == 0 && err != nil) || (tc.want != 0 && (!errors.As(err, &se) || se.Code != tc.want)) {
+			t.Errorf("post %q = %v, want status %d", tc.body, err, tc.want)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(bodies) != 3 {
+		t.Errorf("server got %q, want 3 posts", bodies)
+	}
+}
