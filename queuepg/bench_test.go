@@ -223,6 +223,7 @@ func TestQueryPlans(t *testing.T) {
 		{"claim by key, generic plan", claimSQL, []any{s.conn, s.key, 10, time.Minute, "i", "s"}, "Index Scan using " + connIndex, []string{"Sort", "Bitmap"}, false, true},
 		{"stats", statsSQL, []any{s.conn, ""}, connIndex, []string{"Bitmap"}, false, false},
 		{"stats, generic plan", statsSQL, []any{s.conn, ""}, connIndex, []string{"Bitmap"}, false, true},
+		{"stats by key, generic plan", statsSQL, []any{s.conn, s.key}, connIndex, []string{"Bitmap"}, false, true},
 		{"release", releaseSQL, []any{s.conn, ids, "", ""}, pkey, []string{connIndex, stateIndex}, true, false},
 		{"release, generic plan", releaseSQL, []any{s.conn, ids, "", ""}, pkey, []string{connIndex, stateIndex}, false, true},
 		{"ack", ackSQL, []any{s.conn, ids}, pkey, []string{connIndex, stateIndex}, true, false},
