@@ -12,6 +12,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/hyperledger/aries-framework-go/pkg/didcomm/protocol/decorator"
+
+	"github.com/openmediator/mediator/internal/jsonscan"
 )
 
 // Document-URI prefixes of message types. Both are accepted on input; the
@@ -117,8 +119,11 @@ func Parse(plaintext []byte) (*Message, error) {
 		return nil, fmt.Errorf("%w: not a JSON object", ErrInvalidMessage)
 	}
 	var h Header
-	if err := json.Unmarshal(trimmed, &h); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidMessage, err)
+	if !json.Valid(trimmed) || !scanHeader(trimmed, &h) {
+		h = Header{}
+		if err := json.Unmarshal(trimmed, &h); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalidMessage, err)
+		}
 	}
 	if h.Type == "" {
 		return nil, fmt.Errorf("%w: missing @type", ErrInvalidMessage)
@@ -132,6 +137,49 @@ func Parse(plaintext []byte) (*Message, error) {
 		h.ID = uuid.NewString()
 	}
 	return &Message{Header: h, MsgType: t, Raw: trimmed}, nil
+}
+
+// scanHeader is Parse's fast path for the header of b, a valid JSON object:
+// json.Unmarshal of the whole message would decode it a second time, with
+// reflection, just to skip the fields it has no use for (a forward's inner
+// message is most of one). Only the decorators are decoded, by
+// json.Unmarshal. Anything unusual (an escaped, non-ASCII or differently
+// cased key that json.Unmarshal might match to a header field, a field
+// given twice, an @type or @id that is not a plain string) reports false,
+// and Parse leaves the message to json.Unmarshal: the header is always the
+// one json.Unmarshal gives. Header's fields are all here (see
+// TestScanHeaderCoversHeader).
+func scanHeader(b []byte, h *Header) bool {
+	var seen [4]bool
+	once := func(i int) bool {
+		if seen[i] {
+			return false
+		}
+		seen[i] = true
+		return true
+	}
+	plain := func(v []byte, dst *string) bool {
+		if string(v) == "null" {
+			return true // json.Unmarshal leaves the field as it is
+		}
+		s, ok := jsonscan.PlainString(v)
+		*dst = s
+		return ok
+	}
+	return jsonscan.Object(b, func(key, v []byte) bool {
+		switch string(key) {
+		case "@type":
+			return once(0) && plain(v, &h.Type)
+		case "@id":
+			return once(1) && plain(v, &h.ID)
+		case "~thread":
+			return once(2) && json.Unmarshal(v, &h.Thread) == nil
+		case "~transport":
+			return once(3) && json.Unmarshal(v, &h.Transport) == nil
+		}
+		return !jsonscan.MightFold(key, "@type") && !jsonscan.MightFold(key, "@id") &&
+			!jsonscan.MightFold(key, "~thread") && !jsonscan.MightFold(key, "~transport")
+	})
 }
 
 // Decode unmarshals the message's fields into v.

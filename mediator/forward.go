@@ -1,7 +1,6 @@
 package mediator
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/openmediator/mediator/didcomm"
 	"github.com/openmediator/mediator/diddoc"
+	"github.com/openmediator/mediator/internal/jsonscan"
 	"github.com/openmediator/mediator/queue"
 )
 
@@ -116,151 +116,29 @@ func decodeForward(m *didcomm.Message) (forward, error) {
 // scanForward is decodeForward's fast path; ok is false when it cannot
 // vouch for giving json.Unmarshal's answer.
 func scanForward(b []byte) (f forward, ok bool) {
-	i := skipSpace(b, 0)
-	if i >= len(b) || b[i] != '{' {
-		return forward{}, false
-	}
-	i = skipSpace(b, i+1)
-	var to []byte
-	if i < len(b) && b[i] == '}' {
-		return forward{}, skipSpace(b, i+1) == len(b)
-	}
-	for {
-		if i >= len(b) || b[i] != '"' {
-			return forward{}, false
-		}
-		kEnd := skipString(b, i)
-		if kEnd < 0 {
-			return forward{}, false
-		}
-		key := b[i+1 : kEnd-1]
-		i = skipSpace(b, kEnd)
-		if i >= len(b) || b[i] != ':' {
-			return forward{}, false
-		}
-		i = skipSpace(b, i+1)
-		vEnd := skipValue(b, i)
-		if vEnd < 0 {
-			return forward{}, false
-		}
+	var to string
+	ok = jsonscan.Object(b, func(key, v []byte) bool {
 		switch {
 		case string(key) == "to":
-			// A plain string: no escapes, valid UTF-8 (json.Unmarshal would
-			// replace bad bytes). null leaves "to" as it is, as
-			// json.Unmarshal does. Every "to" is checked: json.Unmarshal
-			// fails on any of the wrong kind, even if a later one is fine.
-			v := b[i:vEnd]
-			switch {
-			case string(v) == "null":
-			case len(v) >= 2 && v[0] == '"' && bytes.IndexByte(v, '\\') < 0 && utf8.Valid(v):
-				to = v[1 : len(v)-1]
-			default:
-				return forward{}, false
+			// null leaves "to" as it is, as json.Unmarshal does. Every
+			// "to" is checked: json.Unmarshal fails on any of the wrong
+			// kind, even if a later one is fine.
+			if string(v) == "null" {
+				return true
 			}
+			s, plain := jsonscan.PlainString(v)
+			to = s
+			return plain
 		case string(key) == "msg":
-			f.Msg = b[i:vEnd]
-		case foldsTo(key, "to") || foldsTo(key, "msg"):
-			// json.Unmarshal matches keys case-insensitively (with
-			// Unicode folding): not worth repeating here.
-			return forward{}, false
-		}
-		i = skipSpace(b, vEnd)
-		if i >= len(b) {
-			return forward{}, false
-		}
-		if b[i] == '}' {
-			if skipSpace(b, i+1) != len(b) {
-				return forward{}, false
-			}
-			break
-		}
-		if b[i] != ',' {
-			return forward{}, false
-		}
-		i = skipSpace(b, i+1)
-	}
-	f.To = string(to)
-	return f, true
-}
-
-// foldsTo reports whether key might match name under json.Unmarshal's
-// case-insensitive matching: any escape or non-ASCII byte counts as might.
-func foldsTo(key []byte, name string) bool {
-	for _, c := range key {
-		if c == '\\' || c >= utf8.RuneSelf {
+			f.Msg = v
 			return true
+		default:
+			return !jsonscan.MightFold(key, "to") && !jsonscan.MightFold(key, "msg")
 		}
+	})
+	if !ok {
+		return forward{}, false
 	}
-	return bytes.EqualFold(key, []byte(name))
-}
-
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-// skipString returns the index after the string starting at b[i] (a
-// quote), or -1.
-func skipString(b []byte, i int) int {
-	j := i + 1
-	for {
-		k := bytes.IndexByte(b[j:], '"')
-		if k < 0 {
-			return -1
-		}
-		j += k
-		// Escaped if preceded by an odd number of backslashes.
-		n := 0
-		for p := j - 1; p > i && b[p] == '\\'; p-- {
-			n++
-		}
-		if n%2 == 0 {
-			return j + 1
-		}
-		j++
-	}
-}
-
-// skipValue returns the index after the JSON value starting at b[i], or -1.
-func skipValue(b []byte, i int) int {
-	if i >= len(b) {
-		return -1
-	}
-	switch b[i] {
-	case '"':
-		return skipString(b, i)
-	case '{', '[':
-		depth := 0
-		for i < len(b) {
-			switch b[i] {
-			case '"':
-				j := skipString(b, i)
-				if j < 0 {
-					return -1
-				}
-				i = j
-				continue
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return i + 1
-				}
-			}
-			i++
-		}
-		return -1
-	default:
-		j := i
-		for j < len(b) && b[j] != ',' && b[j] != '}' && b[j] != ']' && b[j] != ' ' && b[j] != '\t' && b[j] != '\n' && b[j] != '\r' {
-			j++
-		}
-		if j == i {
-			return -1
-		}
-		return j
-	}
+	f.To = to
+	return f, true
 }

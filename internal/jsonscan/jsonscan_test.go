@@ -1,0 +1,76 @@
+package jsonscan
+
+import (
+	"slices"
+	"testing"
+)
+
+func TestObject(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []string // key=value, in order
+		ok   bool
+	}{
+		{`{}`, nil, true},
+		{` { "a" : 1 , "b":"x\"}" ,"c":{"d":[1,"]"]},"e":null} `, []string{`a=1`, `b="x\"}"`, `c={"d":[1,"]"]}`, `e=null`}, true},
+		{`{"a\\":"\\\\"}`, []string{`a\\="\\\\"`}, true},
+		{`[1]`, nil, false},
+		{`{"a":1`, []string{`a=1`}, false},
+		{`{"a" 1}`, nil, false},
+		{`{"a":1}x`, []string{`a=1`}, false},
+		{`{"a":"unterminated}`, nil, false},
+		{``, nil, false},
+	} {
+		var got []string
+		ok := Object([]byte(tc.in), func(k, v []byte) bool {
+			got = append(got, string(k)+"="+string(v))
+			return true
+		})
+		if ok != tc.ok || !slices.Equal(got, tc.want) {
+			t.Errorf("Object(%s) = %q, %v; want %q, %v", tc.in, got, ok, tc.want, tc.ok)
+		}
+	}
+	// fn stops the walk.
+	n := 0
+	if Object([]byte(`{"a":1,"b":2}`), func(k, v []byte) bool { n++; return false }) || n != 1 {
+		t.Errorf("a stopped walk: %d members seen, reported complete", n)
+	}
+}
+
+func TestPlainString(t *testing.T) {
+	for _, tc := range []struct {
+		in, want string
+		ok       bool
+	}{
+		{`"abc"`, "abc", true},
+		{`""`, "", true},
+		{`"a\"b"`, "", false},
+		{`"a\u0062"`, "", false},
+		{"\"\xff\"", "", false},
+		{`5`, "", false},
+		{`null`, "", false},
+	} {
+		if got, ok := PlainString([]byte(tc.in)); got != tc.want || ok != tc.ok {
+			t.Errorf("PlainString(%s) = %q, %v; want %q, %v", tc.in, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestMightFold(t *testing.T) {
+	for _, tc := range []struct {
+		key, name string
+		want      bool
+	}{
+		{"to", "to", true},
+		{"TO", "to", true},
+		{"tO", "to", true},
+		{"t\\u006f", "to", true},
+		{"tö", "to", true},
+		{"top", "to", false},
+		{"msg", "to", false},
+	} {
+		if got := MightFold([]byte(tc.key), tc.name); got != tc.want {
+			t.Errorf("MightFold(%q, %q) = %v, want %v", tc.key, tc.name, got, tc.want)
+		}
+	}
+}
