@@ -17,7 +17,9 @@
 #   1. the machine: CPUs, RAM, kernel, Go, PostgreSQL and its durability settings;
 #   2. the raw PostgreSQL limit: pgbench inserting one row with the payload of a
 #      real forward (~1.5 KiB bytea, as queued_message keeps it) into a scratch table, -j 2 -T 15 with 8,
-#      32 and 64 clients (the best rate is the reference), with the server's
+#      32 and 64 clients (the best rate is the reference; its client count is
+#      measured again right after the queue-mode runs and the better of the
+#      two counts), with the server's
 #      durability settings (the mediator does not change them); also into a copy
 #      of queued_message (same indexes as the mediator's table);
 #   3. Go benchmarks of the hot paths (envelope, queuepg, mediator, pickup);
@@ -325,7 +327,7 @@ PGQ_TPS=$(pgbench_tps "$WORK/pgbench_queue.txt")
 PGQ_LAT=$(pgbench_lat "$WORK/pgbench_queue.txt")
 [[ -n $PG_TPS ]] || { echo "bench: pgbench failed:" >&2; tail -5 "$WORK/pgbench.txt" >&2; exit 1; }
 log "pgbench: $PG8_TPS / $PG32_TPS / ${PG64_TPS:-n/a} inserts/s (scratch, 8 / 32 / 64 clients), $PGQ_TPS inserts/s (queued_message copy)"
-psql -qtAX "$ADMIN_URL" -c "DROP DATABASE \"$PGDB\" WITH (FORCE)" >/dev/null
+# $PGDB stays for the second measurement after the queue runs.
 
 # ---- 3. Go benchmarks ----
 log "Go benchmarks"
@@ -371,6 +373,17 @@ for i in $(seq "$QUEUE_REPEATS"); do
   load_batched "one_queue_wide_$i" "$ONE_PID" "$ONE_ADMIN" --target "$T1" --mode queue --prepack "${QUEUE_ARGS[@]}"
   QUEUE_RUNS+=("one_queue_wide_$i")
 done
+# pgbench again with the reference's clients, right after the runs it is
+# compared with: a VM's speed drifts over minutes, and the reference is the
+# better of the two measurements (the stricter comparison).
+log "pgbench again with $PG_REF_CLIENTS clients"
+psql -qtAX "$PGURL" -c "TRUNCATE scratch" >/dev/null
+timeout $((PGBENCH_SECONDS + 60)) pgbench -n -M prepared -c "$PG_REF_CLIENTS" -j 2 -T "$PGBENCH_SECONDS" -f "$WORK/insert.sql" "$PGURL" >"$WORK/pgbench_again.txt" 2>&1
+PG_AGAIN_TPS=$(pgbench_tps "$WORK/pgbench_again.txt")
+PG_AGAIN_LAT=$(pgbench_lat "$WORK/pgbench_again.txt")
+if [[ -n $PG_AGAIN_TPS && $PG_AGAIN_TPS -gt $PG_TPS ]]; then PG_TPS=$PG_AGAIN_TPS; fi
+log "pgbench again: ${PG_AGAIN_TPS:-failed} inserts/s; reference $PG_TPS"
+psql -qtAX "$ADMIN_URL" -c "DROP DATABASE \"$PGDB\" WITH (FORCE)" >/dev/null
 load_batched one_live "$ONE_PID" "$ONE_ADMIN" --target "$T1" --mode live --prepack "${COMMON[@]}"
 load one_poll "$ONE_PID" --target "$T1" --mode poll --poll-interval 200ms --prepack "${COMMON[@]}"
 load one_live_paced "$ONE_PID" --target "$T1" --mode live --rate 500 "${COMMON[@]}"
@@ -524,13 +537,15 @@ run_row() { # name label
   echo "## Raw PostgreSQL limit (pgbench)"
   echo
   echo "One row per transaction, \`pgbench -n -M prepared -c C -j 2 -T $PGBENCH_SECONDS\`, payload: a packed message"
-  echo "like the ones the load runs forward ($PAYLOAD_LEN bytes of bytea). The reference is the best scratch-table rate ($PG_REF_CLIENTS clients)."
+  echo "like the ones the load runs forward ($PAYLOAD_LEN bytes of bytea). The reference is the best scratch-table rate ($PG_TPS/s: the"
+  echo "best client count, $PG_REF_CLIENTS, measured twice, before the load runs and again right after the queue-mode runs)."
   echo
   echo "| Table | Clients | Inserts/s | Mean latency |"
   echo "| --- | --- | --- | --- |"
   echo "| scratch (uuid primary key, connection id, bytea, timestamp) | 8 | $PG8_TPS | $PG8_LAT ms |"
   echo "| scratch | 32 | $PG32_TPS | $PG32_LAT ms |"
   [[ -z $PG64_TPS ]] || echo "| scratch | 64 | $PG64_TPS | $PG64_LAT ms |"
+  echo "| scratch, again after the queue-mode runs (emptied first) | $PG_REF_CLIENTS | ${PG_AGAIN_TPS:-failed} | ${PG_AGAIN_LAT:-} ms |"
   echo "| copy of queued_message (same columns and indexes as the mediator's table) | 8 | $PGQ_TPS | $PGQ_LAT ms |"
   echo
   echo "## Load runs (cmd/mediator-load)"
