@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"unicode/utf8"
 
 	"github.com/openmediator/mediator/didcomm"
 	"github.com/openmediator/mediator/diddoc"
@@ -56,6 +55,10 @@ func (a *Agent) handleForward(ctx context.Context, in *inbound, depth int) error
 		a.log.WarnContext(ctx, "forward for unknown recipient key refused", "to", to)
 		return &InboundError{Status: http.StatusNotFound, Err: fmt.Errorf("mediator: forward: %w", err)}
 	}
+	if errors.Is(err, queue.ErrInvalidPayload) {
+		// encoding/json lets bytes that are not UTF-8 through in strings.
+		return badRequest("mediator: forward: msg: %w", err)
+	}
 	if err != nil {
 		return a.queueFailed(ctx, "forward", "to", to, err)
 	}
@@ -87,11 +90,6 @@ func innerMessage(raw json.RawMessage) ([]byte, error) {
 	}
 	if len(raw) == 0 || raw[0] != '{' {
 		return nil, errors.New("msg is not a packed message (JSON object)")
-	}
-	// JSON text is UTF-8 (RFC 8259), and the queue and pickup's deliveries
-	// need it to be; encoding/json lets other bytes through in strings.
-	if !utf8.Valid(raw) {
-		return nil, errors.New("msg is not UTF-8")
 	}
 	return raw, nil
 }

@@ -511,7 +511,7 @@ func checkMessage(recipientKey string, payload []byte) error {
 	}
 	// Pickup embeds payloads in JSON deliveries.
 	if !json.Valid(payload) || !utf8.Valid(payload) {
-		return errors.New("payload is not JSON")
+		return queue.ErrInvalidPayload
 	}
 	return nil
 }

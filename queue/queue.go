@@ -11,6 +11,10 @@ import (
 // mediation has registered.
 var ErrUnknownRecipient = errors.New("queue: no mediation registered for recipient key")
 
+// ErrInvalidPayload is returned for a payload that is not JSON text (UTF-8),
+// which pickup could not embed in its deliveries. The sender's fault.
+var ErrInvalidPayload = errors.New("queue: payload is not UTF-8 JSON")
+
 // Message is one packed DIDComm envelope waiting for its recipient.
 type Message struct {
 	ID           string    // UUID; goes on the wire as the attachment @id

@@ -34,7 +34,6 @@ import (
 	"crypto/md5"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -277,7 +276,7 @@ func (q *Queue) EnqueueForward(ctx context.Context, recipientKey string, payload
 // payload can fail a batch statement.
 func checkPayload(payload []byte) error {
 	if !json.Valid(payload) || !utf8.Valid(payload) {
-		return errors.New("payload is not JSON")
+		return queue.ErrInvalidPayload
 	}
 	return nil
 }

@@ -122,18 +122,19 @@ func testEnqueueForwardMixed(t *testing.T, newFixture NewQueueFixture) {
 	}
 }
 
-// A payload that is not UTF-8 is refused on both enqueue paths (PostgreSQL
-// cannot store it as jsonb), and nothing is queued.
+// A payload that is not UTF-8 is refused on both enqueue paths with
+// queue.ErrInvalidPayload (pickup could not embed it in a delivery), and
+// nothing is queued.
 func testEnqueueNotUTF8(t *testing.T, newFixture NewQueueFixture) {
 	f := newFixture(t, 0)
 	key := newKey(t)
 	conn := mediation(t, f.Store, key)
 	bad := []byte("{\"ciphertext\":\"\xff\xfe\"}")
-	if _, err := f.Queue.EnqueueForward(t.Context(), key, bad); err == nil {
-		t.Error("EnqueueForward accepted a payload that is not UTF-8")
+	if _, err := f.Queue.EnqueueForward(t.Context(), key, bad); !errors.Is(err, queue.ErrInvalidPayload) {
+		t.Errorf("EnqueueForward of a payload that is not UTF-8: %v, want ErrInvalidPayload", err)
 	}
-	if _, err := f.Queue.Enqueue(t.Context(), conn, key, bad); err == nil {
-		t.Error("Enqueue accepted a payload that is not UTF-8")
+	if _, err := f.Queue.Enqueue(t.Context(), conn, key, bad); !errors.Is(err, queue.ErrInvalidPayload) {
+		t.Errorf("Enqueue of a payload that is not UTF-8: %v, want ErrInvalidPayload", err)
 	}
 	if s := stats(t, f.Queue, queue.Filter{ConnectionID: conn}); s.Count != 0 {
 		t.Errorf("Stats = %+v, want empty", s)

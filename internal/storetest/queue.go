@@ -152,8 +152,8 @@ func testEnqueueForward(t *testing.T, newFixture NewQueueFixture) {
 		t.Errorf("Claim = %+v; want the enqueued message with attempts 1", got)
 	}
 
-	if _, err := f.Queue.EnqueueForward(t.Context(), key, []byte(`{"truncated":`)); err == nil {
-		t.Error("EnqueueForward accepted a payload that is not JSON")
+	if _, err := f.Queue.EnqueueForward(t.Context(), key, []byte(`{"truncated":`)); !errors.Is(err, queue.ErrInvalidPayload) {
+		t.Errorf("EnqueueForward of a payload that is not JSON: %v, want ErrInvalidPayload", err)
 	}
 }
 
