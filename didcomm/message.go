@@ -119,7 +119,7 @@ func Parse(plaintext []byte) (*Message, error) {
 		return nil, fmt.Errorf("%w: not a JSON object", ErrInvalidMessage)
 	}
 	var h Header
-	if !json.Valid(trimmed) || !scanHeader(trimmed, &h) {
+	if !jsonscan.Valid(trimmed) || !scanHeader(trimmed, &h) {
 		h = Header{}
 		if err := json.Unmarshal(trimmed, &h); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrInvalidMessage, err)

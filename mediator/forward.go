@@ -84,7 +84,7 @@ func innerMessage(raw json.RawMessage) ([]byte, error) {
 			return nil, fmt.Errorf("msg: %w", err)
 		}
 		raw = json.RawMessage(s)
-		if len(raw) == 0 || !json.Valid(raw) {
+		if len(raw) == 0 || !jsonscan.Valid(raw) {
 			raw = nil
 		}
 	}

@@ -13,13 +13,11 @@ package memstore
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/mr-tron/base58"
@@ -503,17 +501,13 @@ func (msg *message) copy() queue.Message {
 	return out
 }
 
-// checkMessage applies the checks queuepg makes (checkPayload) and gets
-// from its did:key conversion.
+// checkMessage applies the checks queuepg makes (queue.CheckPayload) and
+// gets from its did:key conversion.
 func checkMessage(recipientKey string, payload []byte) error {
 	if raw, err := base58.Decode(recipientKey); err != nil || len(raw) != 32 {
 		return fmt.Errorf("%w: recipient key %q is not a base58 Ed25519 public key", queue.ErrUnknownRecipient, recipientKey)
 	}
-	// Pickup embeds payloads in JSON deliveries.
-	if !json.Valid(payload) || !utf8.Valid(payload) {
-		return queue.ErrInvalidPayload
-	}
-	return nil
+	return queue.CheckPayload(payload)
 }
 
 // ---- pickup.Queue ----

@@ -3,7 +3,10 @@
 package queue
 
 import (
+	"unicode/utf8"
+
 	"errors"
+	"github.com/openmediator/mediator/internal/jsonscan"
 	"time"
 )
 
@@ -14,6 +17,16 @@ var ErrUnknownRecipient = errors.New("queue: no mediation registered for recipie
 // ErrInvalidPayload is returned for a payload that is not JSON text (UTF-8),
 // which pickup could not embed in its deliveries. The sender's fault.
 var ErrInvalidPayload = errors.New("queue: payload is not UTF-8 JSON")
+
+// CheckPayload returns ErrInvalidPayload for a payload that pickup could
+// not embed in a JSON delivery: text that is not JSON, or not UTF-8. Every
+// queue applies it before it stores a message.
+func CheckPayload(payload []byte) error {
+	if !jsonscan.Valid(payload) || !utf8.Valid(payload) {
+		return ErrInvalidPayload
+	}
+	return nil
+}
 
 // Message is one packed DIDComm envelope waiting for its recipient.
 type Message struct {

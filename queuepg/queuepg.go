@@ -33,13 +33,11 @@ import (
 	"context"
 	"crypto/md5"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -247,7 +245,7 @@ func (q *Queue) EnqueueForward(ctx context.Context, recipientKey string, payload
 	if err != nil {
 		return queue.Enqueued{}, fmt.Errorf("queuepg: enqueue forward: %w", err)
 	}
-	if err := checkPayload(payload); err != nil {
+	if err := queue.CheckPayload(payload); err != nil {
 		return queue.Enqueued{}, fmt.Errorf("queuepg: enqueue forward: %w", err)
 	}
 	id, err := uuid.NewV7()
@@ -269,16 +267,6 @@ func (q *Queue) EnqueueForward(ctx context.Context, recipientKey string, payload
 		res = <-r.done
 	}
 	return res.res, res.err
-}
-
-// checkPayload rejects what pickup could not embed in a delivery: text that
-// is not JSON, or not UTF-8. The column itself takes any bytes, so no
-// payload can fail a batch statement.
-func checkPayload(payload []byte) error {
-	if !json.Valid(payload) || !utf8.Valid(payload) {
-		return queue.ErrInvalidPayload
-	}
-	return nil
 }
 
 // enqueueSQL queues one message for a known connection ($3): the bounded
@@ -312,7 +300,7 @@ func (q *Queue) Enqueue(ctx context.Context, connectionID, recipientKey string, 
 	if err != nil {
 		return queue.Enqueued{}, fmt.Errorf("queuepg: enqueue: %w", err)
 	}
-	if err := checkPayload(payload); err != nil {
+	if err := queue.CheckPayload(payload); err != nil {
 		return queue.Enqueued{}, fmt.Errorf("queuepg: enqueue: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, q.timeout)

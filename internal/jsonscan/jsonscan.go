@@ -5,10 +5,10 @@
 // nothing. It serves messages whose bulk is one large value that only needs
 // passing on (a forward's inner message).
 //
-// It does not validate. Callers use it as a fast path, check that what it
-// found is in the plain form they expect (see PlainString, MightFold), and
-// leave anything else to encoding/json, so that the answer is always
-// encoding/json's.
+// Object does not validate. Callers use it as a fast path, check that what
+// it found is in the plain form they expect (see PlainString, MightFold),
+// and leave anything else to encoding/json, so that the answer is always
+// encoding/json's. Valid is json.Valid's check, faster.
 package jsonscan
 
 import (
