@@ -12,6 +12,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/openmediator/mediator/internal/heapfloor"
 	"github.com/openmediator/mediator/mediator"
 	"github.com/openmediator/mediator/metrics"
 	"github.com/openmediator/mediator/pickup"
@@ -58,6 +59,8 @@ Example:
 				Usage: "`SECRET` for the webhook's HMAC-SHA256 signature header (or use --webhook-secret-file)"},
 			&cli.StringFlag{Name: "webhook-secret-file", EnvVars: []string{"MEDIATOR_WEBHOOK_SECRET_FILE"},
 				Usage: "`FILE` holding the webhook secret"},
+			&cli.Int64Flag{Name: "gc-heap-floor-bytes", Value: 64 << 20, EnvVars: []string{"MEDIATOR_GC_HEAP_FLOOR_BYTES"},
+				Usage: "heap size in `BYTES` the Go garbage collector lets the heap reach before it runs; above it GOGC rules as usual (GOMEMLIMIT still caps it). Under load a small heap otherwise costs a collection every few milliseconds; 0: GOGC alone"},
 			&cli.BoolFlag{Name: "auto-grant", Value: true, EnvVars: []string{"MEDIATOR_AUTO_GRANT"},
 				Usage: "grant every mediation request (false: deny them)"},
 		),
@@ -86,6 +89,9 @@ func validateServe(c *cli.Context) error {
 	if c.Int64("max-message-bytes") < 1024 {
 		return fmt.Errorf("--max-message-bytes must be at least 1024")
 	}
+	if f := c.Int64("gc-heap-floor-bytes"); f < 0 || f > 1<<40 {
+		return fmt.Errorf("--gc-heap-floor-bytes must be between 0 and 1 TiB")
+	}
 	return nil
 }
 
@@ -100,6 +106,7 @@ func runServe(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	defer heapfloor.Start(uint64(c.Int64("gc-heap-floor-bytes")), log).Stop()
 	eps, err := endpoints(c)
 	if err != nil {
 		return err
