@@ -200,10 +200,10 @@ func (a *Agent) handlePacked(ctx context.Context, packed []byte, s transport.Ses
 func (a *Agent) dispatch(ctx context.Context, in *inbound, depth int) error {
 	t := in.msg.MsgType
 	ctx = noteType(ctx, t.Key(), depth)
-	log := a.log.With("msg_id", in.msg.ID)
 	if t.Key() == "routing/1/forward" {
 		return a.handleForward(ctx, in, depth)
 	}
+	log := a.log.With("msg_id", in.msg.ID) // not before: forwards, the bulk, never use it
 	if in.theirKey == "" {
 		log.WarnContext(ctx, "anoncrypted message other than forward ignored")
 		return badRequest("mediator: %s must be authcrypted", clip(in.msg.Type, maxLogTypeLen))

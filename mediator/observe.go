@@ -99,6 +99,9 @@ func (a *Agent) observeInbound(ctx context.Context, s transport.Session, r *inbo
 	}
 	outcome := inboundOutcome(ctx, err)
 	a.cfg.Observer.Inbound(kind, r.msgType, outcome)
+	if !a.log.Enabled(ctx, slog.LevelDebug) {
+		return // the common case: build nothing
+	}
 	attrs := []slog.Attr{slog.String("outcome", outcome), slog.Duration("duration", time.Since(r.start))}
 	if r.msgType != "" {
 		attrs = append(attrs, slog.String("msg_type", clip(r.msgType, maxLogTypeLen)))
