@@ -158,27 +158,18 @@ func scanHeader(b []byte, h *Header) bool {
 		seen[i] = true
 		return true
 	}
-	plain := func(v []byte, dst *string) bool {
-		if string(v) == "null" {
-			return true // json.Unmarshal leaves the field as it is
-		}
-		s, ok := jsonscan.PlainString(v)
-		*dst = s
-		return ok
-	}
 	return jsonscan.Object(b, func(key, v []byte) bool {
 		switch string(key) {
 		case "@type":
-			return once(0) && plain(v, &h.Type)
+			return once(0) && jsonscan.StringInto(&h.Type, v)
 		case "@id":
-			return once(1) && plain(v, &h.ID)
+			return once(1) && jsonscan.StringInto(&h.ID, v)
 		case "~thread":
 			return once(2) && json.Unmarshal(v, &h.Thread) == nil
 		case "~transport":
 			return once(3) && json.Unmarshal(v, &h.Transport) == nil
 		}
-		return !jsonscan.MightFold(key, "@type") && !jsonscan.MightFold(key, "@id") &&
-			!jsonscan.MightFold(key, "~thread") && !jsonscan.MightFold(key, "~transport")
+		return !jsonscan.MightFoldAny(key, "@type", "@id", "~thread", "~transport")
 	})
 }
 

@@ -34,7 +34,6 @@ package envelope
 import (
 	"bytes"
 	"crypto/ed25519"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -170,7 +169,7 @@ func Parse(packed []byte) (*Envelope, error) {
 		return nil, fmt.Errorf("%w: protected: %w", ErrMalformed, err)
 	}
 	var h wireHeader
-	if err := json.Unmarshal(headerJSON, &h); err != nil {
+	if err := parseHeader(headerJSON, &h); err != nil {
 		return nil, fmt.Errorf("%w: protected header: %w", ErrMalformed, err)
 	}
 	e := &Envelope{

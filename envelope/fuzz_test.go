@@ -5,8 +5,6 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
-	"os"
-	"path/filepath"
 	"testing"
 )
 
@@ -18,13 +16,8 @@ func addSeeds(f *testing.F) {
 	for _, v := range vf.Vectors {
 		f.Add([]byte(v.Packed))
 	}
-	if data, err := os.ReadFile(filepath.Join("testdata", "credo-real.json")); err == nil {
-		var examples []struct{ Packed json.RawMessage }
-		if json.Unmarshal(data, &examples) == nil {
-			for _, ex := range examples {
-				f.Add([]byte(ex.Packed))
-			}
-		}
+	for _, ex := range loadCredoExamples(f) {
+		f.Add([]byte(ex.Packed))
 	}
 	alice, bob, carol := testKey("alice"), testKey("bob"), testKey("carol")
 	for _, pack := range []func() ([]byte, error){

@@ -117,20 +117,29 @@ func TestLibsodiumVectors(t *testing.T) {
 	}
 }
 
+type credoExample struct {
+	Source string          `json:"source"`
+	Packed json.RawMessage `json:"packed"`
+}
+
+// loadCredoExamples reads the envelopes captured from real Credo agents.
+func loadCredoExamples(tb testing.TB) []credoExample {
+	tb.Helper()
+	data, err := os.ReadFile(filepath.Join("testdata", "credo-real.json"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var examples []credoExample
+	if err := json.Unmarshal(data, &examples); err != nil {
+		tb.Fatal(err)
+	}
+	return examples
+}
+
 // TestCredoWireExamples parses envelopes captured from real Credo 0.5 and 0.6
 // agents (we do not hold their keys, so they can only be parsed).
 func TestCredoWireExamples(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join("testdata", "credo-real.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var examples []struct {
-		Source string          `json:"source"`
-		Packed json.RawMessage `json:"packed"`
-	}
-	if err := json.Unmarshal(data, &examples); err != nil {
-		t.Fatal(err)
-	}
+	examples := loadCredoExamples(t)
 	if len(examples) == 0 {
 		t.Fatal("no examples")
 	}

@@ -131,7 +131,7 @@ func scanForward(b []byte) (f forward, ok bool) {
 			f.Msg = v
 			return true
 		default:
-			return !jsonscan.MightFold(key, "to") && !jsonscan.MightFold(key, "msg")
+			return !jsonscan.MightFoldAny(key, "to", "msg")
 		}
 	})
 	if !ok {

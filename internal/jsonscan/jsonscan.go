@@ -64,6 +64,40 @@ func Object(b []byte, fn func(key, value []byte) bool) bool {
 	}
 }
 
+// Array calls fn with each raw element of the array b, in order, until fn
+// returns false. It reports whether it walked the whole array: false when
+// fn stopped it or b is not an array after all.
+func Array(b []byte, fn func(value []byte) bool) bool {
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '[' {
+		return false
+	}
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == ']' {
+		return skipSpace(b, i+1) == len(b)
+	}
+	for {
+		end := skipValue(b, i)
+		if end < 0 {
+			return false
+		}
+		if !fn(b[i:end]) {
+			return false
+		}
+		i = skipSpace(b, end)
+		if i >= len(b) {
+			return false
+		}
+		if b[i] == ']' {
+			return skipSpace(b, i+1) == len(b)
+		}
+		if b[i] != ',' {
+			return false
+		}
+		i = skipSpace(b, i+1)
+	}
+}
+
 // PlainString returns the text of v, a raw JSON value, if it is a string
 // that encoding/json would decode to its bytes unchanged: no escapes, valid
 // UTF-8 (encoding/json replaces bad bytes).
@@ -72,6 +106,20 @@ func PlainString(v []byte) (string, bool) {
 		return "", false
 	}
 	return string(v[1 : len(v)-1]), true
+}
+
+// StringInto does what encoding/json does with v, a raw value, for a string
+// field dst, where that is plain: it stores a PlainString, leaves dst alone
+// for null, and reports false for anything else (escapes, other types).
+func StringInto(dst *string, v []byte) bool {
+	if string(v) == "null" {
+		return true
+	}
+	s, ok := PlainString(v)
+	if ok {
+		*dst = s
+	}
+	return ok
 }
 
 // MightFold reports whether key might name the field name under
@@ -84,6 +132,16 @@ func MightFold(key []byte, name string) bool {
 		}
 	}
 	return bytes.EqualFold(key, []byte(name))
+}
+
+// MightFoldAny reports whether MightFold(key, name) holds for any of names.
+func MightFoldAny(key []byte, names ...string) bool {
+	for _, n := range names {
+		if MightFold(key, n) {
+			return true
+		}
+	}
+	return false
 }
 
 func skipSpace(b []byte, i int) int {

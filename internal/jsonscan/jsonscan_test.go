@@ -37,6 +37,37 @@ func TestObject(t *testing.T) {
 	}
 }
 
+func TestArray(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []string // elements, in order
+		ok   bool
+	}{
+		{`[]`, nil, true},
+		{` [ ] `, nil, true},
+		{` [ 1 , "a,]" ,{"b":[2,"]"]}, null,[ ] ] `, []string{`1`, `"a,]"`, `{"b":[2,"]"]}`, `null`, `[ ]`}, true},
+		{`{"a":1}`, nil, false},
+		{`[1`, []string{`1`}, false},
+		{`[1 2]`, []string{`1`}, false},
+		{`[1]x`, []string{`1`}, false},
+		{`["unterminated]`, nil, false},
+		{``, nil, false},
+	} {
+		var got []string
+		ok := Array([]byte(tc.in), func(v []byte) bool {
+			got = append(got, string(v))
+			return true
+		})
+		if ok != tc.ok || !slices.Equal(got, tc.want) {
+			t.Errorf("Array(%s) = %q, %v; want %q, %v", tc.in, got, ok, tc.want, tc.ok)
+		}
+	}
+	n := 0
+	if Array([]byte(`[1,2]`), func(v []byte) bool { n++; return false }) || n != 1 {
+		t.Errorf("a stopped walk: %d elements seen, reported complete", n)
+	}
+}
+
 func TestPlainString(t *testing.T) {
 	for _, tc := range []struct {
 		in, want string
@@ -71,6 +102,42 @@ func TestMightFold(t *testing.T) {
 	} {
 		if got := MightFold([]byte(tc.key), tc.name); got != tc.want {
 			t.Errorf("MightFold(%q, %q) = %v, want %v", tc.key, tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestStringInto(t *testing.T) {
+	for _, tc := range []struct {
+		in, want string // want: dst afterwards, starting from "old"
+		ok       bool
+	}{
+		{`"abc"`, "abc", true},
+		{`""`, "", true},
+		{`null`, "old", true},
+		{`"a\"b"`, "old", false},
+		{`5`, "old", false},
+		{`["a"]`, "old", false},
+	} {
+		dst := "old"
+		if ok := StringInto(&dst, []byte(tc.in)); dst != tc.want || ok != tc.ok {
+			t.Errorf("StringInto(%s) = %q, %v; want %q, %v", tc.in, dst, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestMightFoldAny(t *testing.T) {
+	for _, tc := range []struct {
+		key  string
+		want bool
+	}{
+		{"to", true},
+		{"MSG", true},
+		{"t\\u006f", true},
+		{"from", false},
+		{"", false},
+	} {
+		if got := MightFoldAny([]byte(tc.key), "to", "msg"); got != tc.want {
+			t.Errorf("MightFoldAny(%q, to, msg) = %v, want %v", tc.key, got, tc.want)
 		}
 	}
 }
