@@ -543,3 +543,35 @@ func TestPackAuthcryptWithAlternatingRecipients(t *testing.T) {
 		}
 	}
 }
+
+// A Key seals its verkey once per peer: consecutive packs to one recipient
+// carry the same sealed sender, a pack after another peer a fresh one, and
+// the recipient opens every one of them to the sender.
+func TestPackAuthcryptWithSealsSenderOncePerPeer(t *testing.T) {
+	alice, bob, carol := testKey("alice"), testKey("bob"), testKey("carol")
+	aliceKey, err := NewKey(alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var senders []string
+	for i, to := range []ed25519.PrivateKey{bob, bob, carol, bob} {
+		packed, err := PackAuthcryptWith([]byte("m"), aliceKey, pubOf(to))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u, err := Unpack(packed, lookupOf(to)); err != nil || u.SenderKey != verkey(alice) {
+			t.Fatalf("message %d: %+v, %v", i, u, err)
+		}
+		e, err := Parse(packed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		senders = append(senders, string(e.recipients[0].sender))
+	}
+	if senders[0] != senders[1] {
+		t.Errorf("two packs to bob in a row sealed the sender twice")
+	}
+	if senders[2] == senders[1] || senders[3] == senders[0] {
+		t.Errorf("the sealed sender was reused for another peer, or kept after the cache moved on")
+	}
+}

@@ -86,10 +86,6 @@ func pack(plaintext []byte, sender *Key, recipients []ed25519.PublicKey) ([]byte
 	if _, err := rand.Read(cek[:]); err != nil {
 		return nil, fmt.Errorf("envelope: %w", err)
 	}
-	var senderB58 []byte
-	if !anon {
-		senderB58 = []byte(sender.verkey)
-	}
 
 	header := make([]byte, 0, len(hdrAuthcrypt)+len(hdrEnd)+len(recipients)*recipientHeaderSize)
 	if anon {
@@ -97,8 +93,7 @@ func pack(plaintext []byte, sender *Key, recipients []ed25519.PublicKey) ([]byte
 	} else {
 		header = append(header, hdrAuthcrypt...)
 	}
-	var keyBuf [anonKeySize]byte         // wrapped content key
-	var senderBuf [maxSenderBoxSize]byte // sealed sender verkey
+	var keyBuf [anonKeySize]byte // wrapped content key
 	for i, pub := range recipients {
 		var to peer
 		var shared *sharedKey
@@ -111,7 +106,6 @@ func pack(plaintext []byte, sender *Key, recipients []ed25519.PublicKey) ([]byte
 			if shared, err = sender.shared(pub); err != nil {
 				return nil, fmt.Errorf("envelope: recipient %d: %w", i, err)
 			}
-			to.u = shared.u
 		}
 		if i > 0 {
 			header = append(header, ',')
@@ -132,7 +126,7 @@ func pack(plaintext []byte, sender *Key, recipients []ed25519.PublicKey) ([]byte
 			}
 			wrapped := secretbox.Seal(keyBuf[:0], cek[:], &iv, &shared.box) // crypto_box_easy with its key
 			header = b64.AppendEncode(header, wrapped)
-			sealedSender, err := sealAnonymous(senderBuf[:0], senderB58, &to)
+			sealedSender, err := sender.sealedSender(shared)
 			if err != nil {
 				return nil, fmt.Errorf("envelope: %w", err)
 			}
