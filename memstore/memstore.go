@@ -573,6 +573,16 @@ func (m *Memory) Claim(_ context.Context, f queue.Filter, limit int, h queue.Hol
 	return out, nil
 }
 
+// AckStats is Ack followed by Stats of the connection's messages.
+func (m *Memory) AckStats(ctx context.Context, connectionID string, ids []string) (int, queue.Stats, error) {
+	n, err := m.Ack(ctx, connectionID, ids)
+	if err != nil {
+		return 0, queue.Stats{}, err
+	}
+	s, err := m.Stats(ctx, queue.Filter{ConnectionID: connectionID})
+	return n, s, err
+}
+
 // Ack deletes the connection's messages with these ids, whatever their state,
 // and returns how many went. Other ids are ignored.
 func (m *Memory) Ack(_ context.Context, connectionID string, ids []string) (int, error) {

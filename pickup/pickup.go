@@ -241,6 +241,11 @@ func (s *Service) buildStatus(ctx context.Context, m *didcomm.Message, f queue.F
 	if err != nil {
 		return status{}, fmt.Errorf("pickup: status: %w", err)
 	}
+	return s.statusOf(m, st, echoKey, live), nil
+}
+
+// statusOf is the status replying to m that reports st.
+func (s *Service) statusOf(m *didcomm.Message, st queue.Stats, echoKey string, live *bool) status {
 	out := status{
 		Header:       didcomm.ReplyHeader(TypeV2Status, m),
 		MessageCount: st.Count,
@@ -255,7 +260,7 @@ func (s *Service) buildStatus(ctx context.Context, m *didcomm.Message, f queue.F
 		total := st.TotalBytes
 		out.TotalBytes = &total
 	}
-	return out, nil
+	return out
 }
 
 func (s *Service) statusRequest(ctx context.Context, c Conversation, m *didcomm.Message) error {
@@ -364,24 +369,26 @@ func (s *Service) messagesReceived(ctx context.Context, c Conversation, m *didco
 	if err := m.Decode(&req); err != nil {
 		return err
 	}
-	if len(req.MessageIDList) > 0 {
-		n, err := s.queue.Ack(ctx, c.ConnectionID, req.MessageIDList)
+	if len(req.MessageIDList) == 0 {
+		st, err := s.buildStatus(ctx, m, queue.Filter{ConnectionID: c.ConnectionID}, "", s.liveFlag(c))
 		if err != nil {
-			return fmt.Errorf("pickup: messages-received: %w", err)
+			return err
 		}
-		s.opts.Logger.DebugContext(ctx, "messages acknowledged", "connection", c.ConnectionID, "named", len(req.MessageIDList), "deleted", n)
+		return c.Send(ctx, st)
 	}
-	st, err := s.buildStatus(ctx, m, queue.Filter{ConnectionID: c.ConnectionID}, "", s.liveFlag(c))
+	n, stats, err := s.queue.AckStats(ctx, c.ConnectionID, req.MessageIDList)
 	// A live wallet that acknowledged a push is ready for the next one, if
 	// the status counts one (what is queued after the count wakes the push
-	// itself): no claim that finds nothing after every delivery.
-	if len(req.MessageIDList) > 0 && (err != nil || st.MessageCount > 0) {
+	// itself): no claim that finds nothing after every delivery. A failure
+	// may have come after the acknowledgement: wake the push either way.
+	if err != nil || stats.Count > 0 {
 		s.MessageQueued(ctx, c.ConnectionID)
 	}
 	if err != nil {
-		return err
+		return fmt.Errorf("pickup: messages-received: %w", err)
 	}
-	return c.Send(ctx, st)
+	s.opts.Logger.DebugContext(ctx, "messages acknowledged", "connection", c.ConnectionID, "named", len(req.MessageIDList), "deleted", n)
+	return c.Send(ctx, s.statusOf(m, stats, "", s.liveFlag(c)))
 }
 
 type liveDeliveryChange struct {

@@ -18,6 +18,9 @@ type Queue interface {
 	// Ack deletes the connection's messages with these ids (ids that are not
 	// UUIDs or not the connection's are ignored) and returns how many went.
 	Ack(ctx context.Context, connectionID string, ids []string) (int, error)
+	// AckStats is Ack followed by Stats of the connection's messages (no
+	// recipient key filter), in one round trip where the queue can.
+	AckStats(ctx context.Context, connectionID string, ids []string) (int, queue.Stats, error)
 	// Release puts claimed messages back to pending (e.g. a write failed),
 	// but only those h still holds: a late release must not take back a
 	// message that was claimed again by someone else after h's lease ran out.

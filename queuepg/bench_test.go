@@ -214,20 +214,24 @@ func TestQueryPlans(t *testing.T) {
 		notUse  []string
 		analyze bool
 		generic bool // planned once for any parameters, as after five runs of a prepared statement
+		// settings run before it in its transaction; nil: claimPlanSQL
+		// for claims and stats, nothing for the others
+		settings []string
 	}{
 		// An ordered index scan that stops after LIMIT rows: no sort of the
 		// connection's whole backlog.
-		{"claim", claimSQL, []any{s.conn, "", 10, time.Minute, "i", "s"}, "Index Scan using " + connIndex, []string{"Sort", "Bitmap"}, false, false},
-		{"claim by key", claimSQL, []any{s.conn, s.key, 10, time.Minute, "i", "s"}, "Index Scan using " + connIndex, []string{"Sort", "Bitmap"}, false, false},
-		{"claim, generic plan", claimSQL, []any{s.conn, "", 10, time.Minute, "i", "s"}, "Index Scan using " + connIndex, []string{"Sort", "Bitmap"}, false, true},
-		{"claim by key, generic plan", claimSQL, []any{s.conn, s.key, 10, time.Minute, "i", "s"}, "Index Scan using " + connIndex, []string{"Sort", "Bitmap"}, false, true},
-		{"stats", statsSQL, []any{s.conn, ""}, connIndex, []string{"Bitmap"}, false, false},
-		{"stats, generic plan", statsSQL, []any{s.conn, ""}, connIndex, []string{"Bitmap"}, false, true},
-		{"stats by key, generic plan", statsSQL, []any{s.conn, s.key}, connIndex, []string{"Bitmap"}, false, true},
-		{"release", releaseSQL, []any{s.conn, ids, "", ""}, pkey, []string{connIndex, stateIndex}, true, false},
-		{"release, generic plan", releaseSQL, []any{s.conn, ids, "", ""}, pkey, []string{connIndex, stateIndex}, false, true},
-		{"ack", ackSQL, []any{s.conn, ids}, pkey, []string{connIndex, stateIndex}, true, false},
-		{"ack, generic plan", ackSQL, []any{s.conn, ids}, pkey, []string{connIndex, stateIndex}, false, true},
+		{"claim", claimSQL, []any{s.conn, "", 10, time.Minute, "i", "s"}, "Index Scan using " + connIndex, []string{"Sort", "Bitmap"}, false, false, nil},
+		{"claim by key", claimSQL, []any{s.conn, s.key, 10, time.Minute, "i", "s"}, "Index Scan using " + connIndex, []string{"Sort", "Bitmap"}, false, false, nil},
+		{"claim, generic plan", claimSQL, []any{s.conn, "", 10, time.Minute, "i", "s"}, "Index Scan using " + connIndex, []string{"Sort", "Bitmap"}, false, true, nil},
+		{"claim by key, generic plan", claimSQL, []any{s.conn, s.key, 10, time.Minute, "i", "s"}, "Index Scan using " + connIndex, []string{"Sort", "Bitmap"}, false, true, nil},
+		{"stats", statsSQL, []any{s.conn, ""}, connIndex, []string{"Bitmap"}, false, false, nil},
+		{"stats, generic plan", statsSQL, []any{s.conn, ""}, connIndex, []string{"Bitmap"}, false, true, nil},
+		{"stats by key, generic plan", statsSQL, []any{s.conn, s.key}, connIndex, []string{"Bitmap"}, false, true, nil},
+		{"release", releaseSQL, []any{s.conn, ids, "", ""}, pkey, []string{connIndex, stateIndex}, true, false, nil},
+		{"release, generic plan", releaseSQL, []any{s.conn, ids, "", ""}, pkey, []string{connIndex, stateIndex}, false, true, nil},
+		{"ack", ackSQL, []any{s.conn, ids}, pkey, []string{connIndex, stateIndex}, true, false, nil},
+		{"ack, generic plan", ackSQL, []any{s.conn, ids}, pkey, []string{connIndex, stateIndex}, false, true, nil},
+		{"stats after an ack, generic plan", statsSQL, []any{s.conn, ""}, connIndex, []string{"Bitmap"}, false, true, []string{genericPlanSQL, statsAfterAckPlanSQL}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			explain := "EXPLAIN "
@@ -246,8 +250,12 @@ func TestQueryPlans(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if tc.query == claimSQL || tc.query == statsSQL {
-				if _, err := tx.Exec(t.Context(), claimPlanSQL); err != nil {
+			settings := tc.settings
+			if settings == nil && (tc.query == claimSQL || tc.query == statsSQL) {
+				settings = []string{claimPlanSQL}
+			}
+			for _, sql := range settings {
+				if _, err := tx.Exec(t.Context(), sql); err != nil {
 					t.Fatal(err)
 				}
 			}

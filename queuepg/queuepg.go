@@ -461,23 +461,32 @@ func (q *Queue) Stats(ctx context.Context, f queue.Filter) (queue.Stats, error) 
 	ctx, cancel := context.WithTimeout(ctx, q.timeout)
 	defer cancel()
 
-	var (
-		s              queue.Stats
-		oldest, newest *time.Time
-	)
-	err := q.sendPlanned(ctx, statsPlanSQL, statsSQL, []any{connID, f.RecipientKey}, func(qq *pgx.QueuedQuery) {
-		qq.QueryRow(func(row pgx.Row) error { return row.Scan(&s.Count, &s.TotalBytes, &oldest, &newest) })
-	})
-	if err != nil {
+	var r statsRow
+	if err := q.sendPlanned(ctx, statsPlanSQL, statsSQL, []any{connID, f.RecipientKey}, r.read); err != nil {
 		return queue.Stats{}, fmt.Errorf("queuepg: stats: %w", err)
 	}
-	if oldest != nil {
-		s.Oldest = *oldest
+	return r.stats(), nil
+}
+
+// statsRow receives the row of statsSQL.
+type statsRow struct {
+	s              queue.Stats
+	oldest, newest *time.Time
+}
+
+func (r *statsRow) read(qq *pgx.QueuedQuery) {
+	qq.QueryRow(func(row pgx.Row) error { return row.Scan(&r.s.Count, &r.s.TotalBytes, &r.oldest, &r.newest) })
+}
+
+func (r *statsRow) stats() queue.Stats {
+	s := r.s
+	if r.oldest != nil {
+		s.Oldest = *r.oldest
 	}
-	if newest != nil {
-		s.Newest = *newest
+	if r.newest != nil {
+		s.Newest = *r.newest
 	}
-	return s, nil
+	return s
 }
 
 // namedSQL finds the rows Ack and Release name, by primary key only. With
@@ -526,6 +535,46 @@ func (q *Queue) Ack(ctx context.Context, connectionID string, ids []string) (int
 		return 0, fmt.Errorf("queuepg: ack: %w", err)
 	}
 	return int(deleted), nil
+}
+
+// statsAfterAckPlanSQL makes, after genericPlanSQL, the planner settings of
+// statsPlanSQL (the claim's), so that Stats' statement runs on the same
+// generic plan after an acknowledgement in its transaction. The claim's
+// synchronous_commit=off is left out: it would cover the acknowledgement,
+// which commits durably.
+const statsAfterAckPlanSQL = `SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_sort', 'off', true)`
+
+// AckStats is Ack followed by Stats of the connection's messages, in one
+// round trip and one transaction: message pickup answers every
+// messages-received with a status, and a live wallet sends one after every
+// push.
+func (q *Queue) AckStats(ctx context.Context, connectionID string, ids []string) (int, queue.Stats, error) {
+	connID, ok := canonicalUUID(connectionID)
+	if !ok {
+		return 0, queue.Stats{}, nil
+	}
+	valid := validUUIDs(ids)
+	if len(valid) == 0 {
+		s, err := q.Stats(ctx, queue.Filter{ConnectionID: connID})
+		return 0, s, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, q.timeout)
+	defer cancel()
+
+	b := &pgx.Batch{}
+	b.Queue(genericPlanSQL)
+	var deleted int64
+	b.Queue(ackSQL, connID, valid).Exec(func(tag pgconn.CommandTag) error {
+		deleted = tag.RowsAffected()
+		return nil
+	})
+	b.Queue(statsAfterAckPlanSQL)
+	var r statsRow
+	r.read(b.Queue(statsSQL, connID, ""))
+	if err := q.pool.SendBatch(ctx, b).Close(); err != nil {
+		return 0, queue.Stats{}, fmt.Errorf("queuepg: ack and stats: %w", err)
+	}
+	return int(deleted), r.stats(), nil
 }
 
 // unclaimSQL is the SET clause that returns a claimed row to pending. The

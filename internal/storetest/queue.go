@@ -41,6 +41,7 @@ func RunQueue(t *testing.T, newFixture NewQueueFixture) {
 		{"ReleaseByForeignHolder", testReleaseForeignHolder},
 		{"ReleaseAfterReclaim", testReleaseAfterReclaim},
 		{"Stats", testStats},
+		{"AckStats", testAckStats},
 		{"LiveInstance", testLiveInstance},
 		{"UnregisterRemovesOnlyItsSession", testUnregisterOnlyOwn},
 		{"UnregisterReleasesItsMessages", testUnregisterReleases},
@@ -586,23 +587,7 @@ func testRelease(t *testing.T, newFixture NewQueueFixture) {
 func testStats(t *testing.T, newFixture NewQueueFixture) {
 	f := newFixture(t, 0)
 	setup := newFilterSetup(t, f)
-	want := func(msgs []queue.Message) queue.Stats {
-		var s queue.Stats
-		for _, m := range msgs {
-			if s.Count == 0 || m.ReceivedAt.Before(s.Oldest) {
-				s.Oldest = m.ReceivedAt
-			}
-			if s.Count == 0 || m.ReceivedAt.After(s.Newest) {
-				s.Newest = m.ReceivedAt
-			}
-			s.Count++
-			s.TotalBytes += int64(len(m.Payload))
-		}
-		return s
-	}
-	equal := func(a, b queue.Stats) bool {
-		return a.Count == b.Count && a.TotalBytes == b.TotalBytes && a.Oldest.Equal(b.Oldest) && a.Newest.Equal(b.Newest)
-	}
+	want, equal := statsOf, sameStats
 	for _, tc := range setup.cases() {
 		t.Run(tc.name, func(t *testing.T) {
 			if got, want := stats(t, f.Queue, tc.filter), want(tc.want); !equal(got, want) {
@@ -622,5 +607,63 @@ func testStats(t *testing.T, newFixture NewQueueFixture) {
 	}
 	if got, want := stats(t, f.Queue, fa), want([]queue.Message{setup.toA1[0], setup.toA1[2]}); !equal(got, want) {
 		t.Errorf("Stats after a release = %+v, want %+v", got, want)
+	}
+}
+
+// statsOf is what Stats should report for msgs.
+func statsOf(msgs []queue.Message) queue.Stats {
+	var s queue.Stats
+	for _, m := range msgs {
+		if s.Count == 0 || m.ReceivedAt.Before(s.Oldest) {
+			s.Oldest = m.ReceivedAt
+		}
+		if s.Count == 0 || m.ReceivedAt.After(s.Newest) {
+			s.Newest = m.ReceivedAt
+		}
+		s.Count++
+		s.TotalBytes += int64(len(m.Payload))
+	}
+	return s
+}
+
+func sameStats(a, b queue.Stats) bool {
+	return a.Count == b.Count && a.TotalBytes == b.TotalBytes && a.Oldest.Equal(b.Oldest) && a.Newest.Equal(b.Newest)
+}
+
+// AckStats deletes as Ack does and then counts what is claimable for the
+// connection, whatever the recipient key.
+func testAckStats(t *testing.T, newFixture NewQueueFixture) {
+	f := newFixture(t, 0)
+	ctx := t.Context()
+	ka, ka2, kb := newKey(t), newKey(t), newKey(t)
+	a := mediation(t, f.Store, ka, ka2)
+	b := mediation(t, f.Store, kb)
+	var toA []queue.Message
+	for i := range 4 {
+		toA = append(toA, forward(t, f.Queue, []string{ka, ka2}[i%2], envelope(i)))
+	}
+	toB := forward(t, f.Queue, kb, envelope(9))
+	claim(t, f.Queue, queue.Filter{ConnectionID: a}, 2, holderA) // toA[0] and toA[1] in flight
+
+	for _, tc := range []struct {
+		name string
+		conn string
+		ids  []string
+		want int
+		left []queue.Message // claimable afterwards
+	}{
+		{"nothing named", a, nil, 0, toA[2:]},
+		{"junk and another connection's", a, []string{"not-a-uuid", toB.ID, newID()}, 0, toA[2:]},
+		{"connection id not a UUID", "nope", []string{toA[0].ID}, 0, nil},
+		{"one in flight, one pending", a, []string{toA[0].ID, toA[2].ID}, 2, toA[3:]},
+		{"the rest", a, []string{toA[1].ID, toA[3].ID, toA[0].ID}, 2, nil},
+	} {
+		n, got, err := f.Queue.AckStats(ctx, tc.conn, tc.ids)
+		if err != nil || n != tc.want || !sameStats(got, statsOf(tc.left)) {
+			t.Errorf("%s: AckStats = %d, %+v, %v; want %d, %+v", tc.name, n, got, err, tc.want, statsOf(tc.left))
+		}
+	}
+	if got := stats(t, f.Queue, queue.Filter{ConnectionID: b}); !sameStats(got, statsOf([]queue.Message{toB})) {
+		t.Errorf("B's stats = %+v, want its one message", got)
 	}
 }
