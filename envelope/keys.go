@@ -94,9 +94,10 @@ type sharedKey struct {
 	// sender is our verkey sealed to the peer (an authcrypt header's
 	// "sender"), made on first use and sent in every later message to it.
 	// Sealing costs two scalar multiplications, as much as the rest of a
-	// pack; repeating the sealed box tells an observer only that the
-	// messages to this peer key share a sender, which a pairwise key says
-	// already. Recipients open it as they open a fresh one.
+	// pack. Repeating the sealed box tells an observer only that the
+	// messages to this peer key share a sender, which a pairwise key (the
+	// mediator authcrypts only to its connections' keys) says already.
+	// Recipients open it as they open a fresh one.
 	sender atomic.Pointer[[]byte]
 }
 
@@ -109,7 +110,9 @@ func (k *Key) sealedSender(sk *sharedKey) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Two packs racing here both seal; either box is as good.
+	// Two packs racing here both seal; either box is as good. Capped, so
+	// that no append to a returned slice can write into the shared array.
+	sealed = sealed[:len(sealed):len(sealed)]
 	sk.sender.Store(&sealed)
 	return sealed, nil
 }

@@ -137,8 +137,8 @@ func skipSpace(data []byte, i int) int {
 	return i
 }
 
-// parseHeader decodes the protected header b into h exactly as
-// json.Unmarshal does. The usual header (plain strings, each field once) is
+// parseHeader decodes the protected header b into h, a zero wireHeader,
+// exactly as json.Unmarshal does. The usual header (plain strings, each field once) is
 // scanned without reflection: json.Unmarshal of it was a twentieth of the
 // mediator's CPU per forward. Anything unusual is left to json.Unmarshal.
 func parseHeader(b []byte, h *wireHeader) error {

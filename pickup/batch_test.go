@@ -56,6 +56,13 @@ func (q *spyQueue) Ack(ctx context.Context, connectionID string, ids []string) (
 	return q.Memory.Ack(ctx, connectionID, ids)
 }
 
+func (q *spyQueue) AckStats(ctx context.Context, connectionID string, ids []string) (int, queue.Stats, error) {
+	q.mu.Lock()
+	q.acks = append(q.acks, len(ids))
+	q.mu.Unlock()
+	return q.Memory.AckStats(ctx, connectionID, ids)
+}
+
 func (q *spyQueue) take() (claims []int, released int, acks []int) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -189,6 +196,35 @@ func TestByteCapClaimsFewUpFront(t *testing.T) {
 	}
 	if n := f.count(t, conn, ""); n != 59 {
 		t.Fatalf("claimable = %d, want 59", n)
+	}
+}
+
+// messages-received deletes what it names and answers with the count left,
+// in one call to the queue.
+func TestMessagesReceivedAcksAndCounts(t *testing.T) {
+	ctx := context.Background()
+	f, spy := newSpyFixture(t, pickup.Options{})
+	conn, k := uuid.NewString(), newVerkey(t)
+	var queued []queue.Message
+	for i := range 3 {
+		queued = append(queued, f.enqueue(t, conn, k, payload(i), time.Second))
+	}
+	w := newWallet(conn, newSession(transport.KindHTTP))
+	if err := f.svc.Handle(ctx, w.conv, parseMsg(t, `{"@type":"https://didcomm.org/messagepickup/2.0/messages-received","@id":"mr",`+
+		`"message_id_list":["`+queued[0].ID+`","`+queued[2].ID+`","not-an-id"]}`)); err != nil {
+		t.Fatal(err)
+	}
+	got := w.take(t)
+	checkType(t, got, pickup.TypeV2Status)
+	checkThread(t, got, `{"thid":"mr"}`)
+	if string(got["message_count"]) != "1" {
+		t.Fatalf("message_count = %s, want 1", got["message_count"])
+	}
+	if _, _, acks := spy.take(); fmt.Sprint(acks) != "[3]" {
+		t.Fatalf("acknowledgements %v, want one of 3 ids", acks)
+	}
+	if n := f.count(t, conn, ""); n != 1 {
+		t.Fatalf("claimable = %d, want 1", n)
 	}
 }
 

@@ -379,8 +379,10 @@ func (s *Service) messagesReceived(ctx context.Context, c Conversation, m *didco
 	n, stats, err := s.queue.AckStats(ctx, c.ConnectionID, req.MessageIDList)
 	// A live wallet that acknowledged a push is ready for the next one, if
 	// the status counts one (what is queued after the count wakes the push
-	// itself): no claim that finds nothing after every delivery. A failure
-	// may have come after the acknowledgement: wake the push either way.
+	// itself): no claim that finds nothing after every delivery. After a
+	// failure the acknowledgement may or may not have committed (a lost
+	// connection can hide a commit): wake the push either way; at worst it
+	// sends again what the wallet already has.
 	if err != nil || stats.Count > 0 {
 		s.MessageQueued(ctx, c.ConnectionID)
 	}
