@@ -151,23 +151,16 @@ func Parse(plaintext []byte) (*Message, error) {
 // TestScanHeaderCoversHeader).
 func scanHeader(b []byte, h *Header) bool {
 	var seen [4]bool
-	once := func(i int) bool {
-		if seen[i] {
-			return false
-		}
-		seen[i] = true
-		return true
-	}
 	return jsonscan.Object(b, func(key, v []byte) bool {
 		switch string(key) {
 		case "@type":
-			return once(0) && jsonscan.StringInto(&h.Type, v)
+			return jsonscan.Once(&seen[0]) && jsonscan.StringInto(&h.Type, v)
 		case "@id":
-			return once(1) && jsonscan.StringInto(&h.ID, v)
+			return jsonscan.Once(&seen[1]) && jsonscan.StringInto(&h.ID, v)
 		case "~thread":
-			return once(2) && json.Unmarshal(v, &h.Thread) == nil
+			return jsonscan.Once(&seen[2]) && json.Unmarshal(v, &h.Thread) == nil
 		case "~transport":
-			return once(3) && json.Unmarshal(v, &h.Transport) == nil
+			return jsonscan.Once(&seen[3]) && json.Unmarshal(v, &h.Transport) == nil
 		}
 		return !jsonscan.MightFoldAny(key, "@type", "@id", "~thread", "~transport")
 	})

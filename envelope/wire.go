@@ -138,9 +138,10 @@ func skipSpace(data []byte, i int) int {
 }
 
 // parseHeader decodes the protected header b into h, a zero wireHeader,
-// exactly as json.Unmarshal does. The usual header (plain strings, each field once) is
-// scanned without reflection: json.Unmarshal of it was a twentieth of the
-// mediator's CPU per forward. Anything unusual is left to json.Unmarshal.
+// exactly as json.Unmarshal does. The usual header (plain strings, each
+// field once) is scanned without reflection: json.Unmarshal of it was a
+// twentieth of the mediator's CPU per forward. Anything unusual is left to
+// json.Unmarshal.
 func parseHeader(b []byte, h *wireHeader) error {
 	if jsonscan.Valid(b) && scanHeader(b, h) {
 		return nil
@@ -159,13 +160,13 @@ func scanHeader(b []byte, h *wireHeader) bool {
 	return jsonscan.Object(b, func(key, v []byte) bool {
 		switch string(key) {
 		case "enc":
-			return once(&seen[0]) && jsonscan.StringInto(&h.Enc, v)
+			return jsonscan.Once(&seen[0]) && jsonscan.StringInto(&h.Enc, v)
 		case "typ":
-			return once(&seen[1]) && jsonscan.StringInto(&h.Typ, v)
+			return jsonscan.Once(&seen[1]) && jsonscan.StringInto(&h.Typ, v)
 		case "alg":
-			return once(&seen[2]) && jsonscan.StringInto(&h.Alg, v)
+			return jsonscan.Once(&seen[2]) && jsonscan.StringInto(&h.Alg, v)
 		case "recipients":
-			return once(&seen[3]) && scanRecipients(v, &h.Recipients)
+			return jsonscan.Once(&seen[3]) && scanRecipients(v, &h.Recipients)
 		}
 		return !jsonscan.MightFoldAny(key, "enc", "typ", "alg", "recipients")
 	})
@@ -191,9 +192,9 @@ func scanRecipient(b []byte, r *wireRecipient) bool {
 	return jsonscan.Object(b, func(key, v []byte) bool {
 		switch string(key) {
 		case "encrypted_key":
-			return once(&seen[0]) && jsonscan.StringInto(&r.EncryptedKey, v)
+			return jsonscan.Once(&seen[0]) && jsonscan.StringInto(&r.EncryptedKey, v)
 		case "header":
-			return once(&seen[1]) && (string(v) == "null" || scanRecipientHeader(v, r))
+			return jsonscan.Once(&seen[1]) && (string(v) == "null" || scanRecipientHeader(v, r))
 		}
 		return !jsonscan.MightFoldAny(key, "encrypted_key", "header")
 	})
@@ -204,21 +205,12 @@ func scanRecipientHeader(b []byte, r *wireRecipient) bool {
 	return jsonscan.Object(b, func(key, v []byte) bool {
 		switch string(key) {
 		case "kid":
-			return once(&seen[0]) && jsonscan.StringInto(&r.Header.Kid, v)
+			return jsonscan.Once(&seen[0]) && jsonscan.StringInto(&r.Header.Kid, v)
 		case "sender":
-			return once(&seen[1]) && jsonscan.StringInto(&r.Header.Sender, v)
+			return jsonscan.Once(&seen[1]) && jsonscan.StringInto(&r.Header.Sender, v)
 		case "iv":
-			return once(&seen[2]) && jsonscan.StringInto(&r.Header.IV, v)
+			return jsonscan.Once(&seen[2]) && jsonscan.StringInto(&r.Header.IV, v)
 		}
 		return !jsonscan.MightFoldAny(key, "kid", "sender", "iv")
 	})
-}
-
-// once marks a field seen and reports whether it was not yet.
-func once(seen *bool) bool {
-	if *seen {
-		return false
-	}
-	*seen = true
-	return true
 }

@@ -121,12 +121,7 @@ func scanForward(b []byte) (f forward, ok bool) {
 			// null leaves "to" as it is, as json.Unmarshal does. Every
 			// "to" is checked: json.Unmarshal fails on any of the wrong
 			// kind, even if a later one is fine.
-			if string(v) == "null" {
-				return true
-			}
-			s, plain := jsonscan.PlainString(v)
-			to = s
-			return plain
+			return jsonscan.StringInto(&to, v)
 		case string(key) == "msg":
 			f.Msg = v
 			return true

@@ -369,13 +369,6 @@ func (s *Service) messagesReceived(ctx context.Context, c Conversation, m *didco
 	if err := m.Decode(&req); err != nil {
 		return err
 	}
-	if len(req.MessageIDList) == 0 {
-		st, err := s.buildStatus(ctx, m, queue.Filter{ConnectionID: c.ConnectionID}, "", s.liveFlag(c))
-		if err != nil {
-			return err
-		}
-		return c.Send(ctx, st)
-	}
 	n, stats, err := s.queue.AckStats(ctx, c.ConnectionID, req.MessageIDList)
 	// A live wallet that acknowledged a push is ready for the next one, if
 	// the status counts one (what is queued after the count wakes the push
@@ -383,7 +376,7 @@ func (s *Service) messagesReceived(ctx context.Context, c Conversation, m *didco
 	// failure the acknowledgement may or may not have committed (a lost
 	// connection can hide a commit): wake the push either way; at worst it
 	// sends again what the wallet already has.
-	if err != nil || stats.Count > 0 {
+	if len(req.MessageIDList) > 0 && (err != nil || stats.Count > 0) {
 		s.MessageQueued(ctx, c.ConnectionID)
 	}
 	if err != nil {

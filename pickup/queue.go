@@ -19,7 +19,8 @@ type Queue interface {
 	// UUIDs or not the connection's are ignored) and returns how many went.
 	Ack(ctx context.Context, connectionID string, ids []string) (int, error)
 	// AckStats is Ack followed by Stats of the connection's messages (no
-	// recipient key filter), in one round trip where the queue can.
+	// recipient key filter), in one round trip where the queue can; with no
+	// usable ids it is Stats alone.
 	AckStats(ctx context.Context, connectionID string, ids []string) (int, queue.Stats, error)
 	// Release puts claimed messages back to pending (e.g. a write failed),
 	// but only those h still holds: a late release must not take back a

@@ -134,6 +134,17 @@ func MightFold(key []byte, name string) bool {
 	return bytes.EqualFold(key, []byte(name))
 }
 
+// Once marks a field seen and reports whether it was not seen before: a
+// scanner that meets a key twice leaves the input to encoding/json, whose
+// last-one-wins merging it does not repeat.
+func Once(seen *bool) bool {
+	if *seen {
+		return false
+	}
+	*seen = true
+	return true
+}
+
 // MightFoldAny reports whether MightFold(key, name) holds for any of names.
 func MightFoldAny(key []byte, names ...string) bool {
 	for _, n := range names {

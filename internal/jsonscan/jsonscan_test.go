@@ -141,3 +141,10 @@ func TestMightFoldAny(t *testing.T) {
 		}
 	}
 }
+
+func TestOnce(t *testing.T) {
+	var seen bool
+	if got := []bool{Once(&seen), Once(&seen), Once(&seen)}; !slices.Equal(got, []bool{true, false, false}) {
+		t.Errorf("Once, three times = %v, want [true false false]", got)
+	}
+}
